@@ -1,0 +1,1 @@
+"""The Pacekeeper services: ingest, aggregator and alerts, plus the `pacekeeper` CLI."""

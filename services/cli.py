@@ -1,0 +1,74 @@
+"""`pacekeeper` command line: wiring only; each command lives with the service it belongs to."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="pacekeeper",
+    help="Operations KPIs you can trust: ingest, aggregate, alert.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+class Service(StrEnum):
+    ingest = "ingest"
+    aggregator = "aggregator"
+    alerts = "alerts"
+
+
+@app.command()
+def run(service: Service = typer.Argument(..., help="ingest | aggregator | alerts")) -> None:
+    """Run one service in the foreground until Ctrl-C or SIGTERM."""
+    if service is Service.ingest:
+        from services.ingest.main import main as run_service
+    elif service is Service.aggregator:
+        from services.aggregator.main import main as run_service
+    else:
+        from services.alerts.main import main as run_service
+    run_service()
+
+
+@app.command()
+def migrate(revision: str = typer.Option("heads", help="Alembic revision to upgrade to")) -> None:
+    """Migrate the database to the newest schema (idempotent)."""
+    from shared.migrations import upgrade
+    from shared.settings import BaseServiceSettings
+
+    upgrade(BaseServiceSettings(), revision)
+    typer.echo(f"database migrated to {revision}")
+
+
+@app.command("apply")
+def apply_config(
+    file: Path = typer.Option(..., "-f", "--file", exists=True, dir_okay=False, readable=True),
+    prune: bool = typer.Option(False, help="Delete stored definitions that the file omits"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate only; store nothing"),
+) -> None:
+    """Validate a pacekeeper.yaml and store it; running services pick the change up."""
+    import asyncio
+
+    from rich.console import Console
+
+    from shared.config import ConfigError, load_config_file
+    from shared.config.apply import apply_file
+
+    console = Console(stderr=True)
+    try:
+        config = load_config_file(file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            console.print(f"[red]error[/red] {file}: {problem}", highlight=False)
+        raise typer.Exit(code=1) from None
+    if dry_run:
+        console.print(f"[green]valid[/green] {file}")
+        return
+    asyncio.run(apply_file(config, prune=prune, console=console))
+
+
+def main() -> None:
+    app()

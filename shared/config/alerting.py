@@ -1,0 +1,230 @@
+"""Goals, rules and channels as declared in `pacekeeper.yaml` (and mirrored by the alerts API)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    StringConstraints,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from shared.config.kpis import FieldPath, Name, check_field_path
+from shared.durations import Duration
+
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")]
+Labels = dict[LabelName, Annotated[str, StringConstraints(max_length=200)]]
+Dims = dict[FieldPath, str]
+
+# `15m`, `1h`, `1d`, or period-to-date: `ptd:day|week|month|quarter|year`.
+_PTD = re.compile(r"^ptd:(day|week|month|quarter|year)$")
+
+
+class Direction(StrEnum):
+    at_least = "at_least"
+    at_most = "at_most"
+
+
+class Period(StrEnum):
+    day = "day"
+    week = "week"
+    month = "month"
+    quarter = "quarter"
+    year = "year"
+
+
+class Severity(StrEnum):
+    page = "page"
+    ticket = "ticket"
+    info = "info"
+
+
+class GoalSpec(BaseModel):
+    """A SMART goal: a fixed target by a deadline, or a recurring growth/target per period."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
+    kpi: Name
+    description: str = ""
+    target: float | None = None
+    growth: float | None = Field(None, gt=-1, description="relative to the baseline, 0.2 = +20%")
+    direction: Direction = Direction.at_least
+    start: date | None = None
+    deadline: date | None = None
+    period: Period | None = None
+    baseline: float | None = None
+    dims: Dims = Field(default_factory=dict)
+    severity: Severity = Severity.ticket
+    labels: Labels = Field(default_factory=dict)
+    channels: list[Name] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if (self.target is None) == (self.growth is None):
+            raise ValueError("give exactly one of target (a value) or growth (e.g. 0.2 for +20%)")
+        if self.period is None:
+            if self.start is None or self.deadline is None:
+                raise ValueError("a one-off goal needs start and deadline (or give a period)")
+            if self.deadline < self.start:
+                raise ValueError("deadline is before start")
+        elif self.start is not None or self.deadline is not None:
+            raise ValueError("a recurring goal (period) takes no start or deadline")
+        return self
+
+
+class RuleKind(StrEnum):
+    threshold = "threshold"
+    change = "change"
+    absence = "absence"
+
+
+class Op(StrEnum):
+    lt = "<"
+    le = "<="
+    gt = ">"
+    ge = ">="
+    eq = "=="
+    ne = "!="
+
+
+class MinSample(BaseModel):
+    """Do not judge a rate on too little data: `kpi` over the same window must reach `value`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kpi: Name
+    value: float = Field(ge=0)
+
+
+class Annotations(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    summary: Annotated[str, StringConstraints(max_length=500)] = ""
+    description: Annotated[str, StringConstraints(max_length=2000)] = ""
+
+
+Window = Annotated[str, StringConstraints(min_length=2, max_length=20)]
+
+
+class RuleSpec(BaseModel):
+    """threshold: KPI over `window` compared with `value`;
+    change: KPI over `window` vs the same window `offset` earlier, relative change `op value`
+    (e.g. op "<", value -0.3 = dropped more than 30%); absence: no data for `window`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
+    kind: RuleKind = RuleKind.threshold
+    kpi: Name
+    window: Window = "15m"
+    op: Op = Op.gt
+    value: float = 0.0
+    offset: Duration | None = None
+    for_: Duration = Field(timedelta(0), alias="for")
+    keep_firing_for: Duration = timedelta(0)
+    group_by: list[FieldPath] = Field(default_factory=list, max_length=5)
+    dims: Dims = Field(default_factory=dict)
+    min_sample: MinSample | None = None
+    severity: Severity = Severity.page
+    labels: Labels = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=Annotations)
+    channels: list[Name] = Field(default_factory=list)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if _PTD.match(value):
+            return value
+        from shared.durations import parse_duration
+
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError("window must be positive")
+        return value
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by(cls, value: list[str]) -> list[str]:
+        for key in value:
+            check_field_path(key)
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if self.kind is RuleKind.change and self.offset is None:
+            raise ValueError("a change rule needs offset, e.g. 7d for 'vs the same time last week'")
+        if self.kind is not RuleKind.change and self.offset is not None:
+            raise ValueError("offset applies to change rules only")
+        if self.kind is RuleKind.absence and _PTD.match(self.window):
+            raise ValueError("an absence rule needs a duration window such as 30m")
+        return self
+
+
+class ChannelType(StrEnum):
+    webhook = "webhook"
+    slack = "slack"
+    email = "email"
+    alertmanager = "alertmanager"
+    feishu = "feishu"
+    dingtalk = "dingtalk"
+    wecom = "wecom"
+
+
+class Route(BaseModel):
+    """Which alerts a channel takes beyond those that name it: by severity and label values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    severity: list[Severity] = Field(default_factory=list)
+    labels: Labels = Field(default_factory=dict)
+
+
+class ChannelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    type: ChannelType
+    url: AnyHttpUrl | None = None
+    secret: SecretStr | None = None
+    # email
+    to: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        default_factory=list
+    )
+    sender: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    match: Route | None = None
+
+    @field_serializer("secret", "smtp_password", when_used="always")
+    def _reveal_for_storage(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        # Secrets are masked everywhere except when the store writes them (context reveal).
+        if value is None:
+            return None
+        context = info.context or {}
+        return value.get_secret_value() if context.get("reveal") else "**********"
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if self.type is ChannelType.email:
+            if not self.to or not self.smtp_host:
+                raise ValueError("an email channel needs `to` and `smtp_host`")
+        elif self.url is None:
+            raise ValueError(f"a {self.type.value} channel needs `url`")
+        return self
+
+
+ConfigSection = Literal["kpis", "goals", "rules", "channels"]

@@ -1,0 +1,293 @@
+"""The event envelope on `pacekeeper.events.v1`: model, limits, validation and JSON codec.
+
+Ingest validates what products send into an `Envelope`; the aggregator decodes the same
+bytes back. Both sides share this module so the wire format has exactly one definition.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_REQUEST_BYTES = 512 * 1024
+MAX_EVENTS_PER_REQUEST = 1000
+MAX_PROPERTY_KEYS = 100
+MAX_PROPERTY_KEY_CHARS = 128
+MAX_ID_CHARS = 128
+MAX_TYPE_CHARS = 128
+MAX_USER_CHARS = 256
+
+TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-/ ]*$"
+SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
+_SOURCE_RE = re.compile(SOURCE_PATTERN)
+
+Scalar = str | int | float | bool | None
+PropertyValue = Scalar | list[Scalar] | dict[str, Scalar | list[Scalar]]
+
+
+class Envelope(BaseModel):
+    """One accepted event as it travels on Kafka and lands in the `events` table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+    type: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_TYPE_CHARS, pattern=TYPE_PATTERN)
+    ]
+    source: Annotated[str, StringConstraints(pattern=SOURCE_PATTERN)]
+    time: datetime
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_CHARS)] | None = (
+        None
+    )
+    anonymous_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_CHARS)] | None
+    ) = None
+    properties: dict[str, PropertyValue] = Field(default_factory=dict)
+    received_at: datetime
+
+    @property
+    def actor(self) -> str | None:
+        """Who did it: the user when known, else the anonymous visitor."""
+        return self.user_id or self.anonymous_id
+
+
+class IncomingEvent(BaseModel):
+    """What a product may send; `source` and `received_at` are set by ingest, never by the body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+    type: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_TYPE_CHARS, pattern=TYPE_PATTERN)
+    ]
+    time: datetime
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_CHARS)] | None = (
+        None
+    )
+    anonymous_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_CHARS)] | None
+    ) = None
+    properties: dict[str, PropertyValue] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One reason an event was refused: which event, which field, why."""
+
+    index: int
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class TimePolicy:
+    """How far from the server clock an event time may be."""
+
+    allowed_lateness: timedelta = timedelta(days=7)
+    max_future_skew: timedelta = timedelta(hours=24)
+
+
+def valid_source(source: str) -> bool:
+    return bool(_SOURCE_RE.match(source))
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _property_errors(index: int, properties: Any) -> list[FieldError]:
+    if not isinstance(properties, dict):
+        return []  # pydantic reports the type error itself
+    errors: list[FieldError] = []
+    total_keys = 0
+    for key, value in properties.items():
+        total_keys += 1
+        if not isinstance(key, str) or not key or len(key) > MAX_PROPERTY_KEY_CHARS:
+            errors.append(FieldError(index, "properties", f"key must be 1-128 characters: {key!r}"))
+        if isinstance(value, dict):
+            total_keys += len(value)
+            for inner_key, inner in value.items():
+                if isinstance(inner, dict):
+                    errors.append(
+                        FieldError(
+                            index,
+                            f"properties.{key}.{inner_key}",
+                            "properties may be nested one level deep at most",
+                        )
+                    )
+                elif isinstance(inner, list) and any(isinstance(v, dict | list) for v in inner):
+                    errors.append(
+                        FieldError(
+                            index,
+                            f"properties.{key}.{inner_key}",
+                            "lists may hold only scalar values",
+                        )
+                    )
+        elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+            errors.append(FieldError(index, f"properties.{key}", "lists may hold only scalars"))
+    if total_keys > MAX_PROPERTY_KEYS:
+        errors.append(
+            FieldError(
+                index,
+                "properties",
+                f"{total_keys} keys, more than the limit of {MAX_PROPERTY_KEYS}",
+            )
+        )
+    return errors
+
+
+def _float_errors(index: int, properties: dict[str, Any]) -> list[FieldError]:
+    """NaN and infinities are not JSON; Python's json would accept them, orjson would write null."""
+    errors = []
+    for key, value in properties.items():
+        values = value.values() if isinstance(value, dict) else [value]
+        for v in values:
+            if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+                errors.append(FieldError(index, f"properties.{key}", "number must be finite"))
+    return errors
+
+
+def validate_event(
+    raw: Any,
+    index: int,
+    *,
+    source: str,
+    received_at: datetime,
+    policy: TimePolicy,
+) -> Envelope | list[FieldError]:
+    """Turn one decoded JSON value into an `Envelope`, or say every reason it is refused."""
+    if not isinstance(raw, dict):
+        return [FieldError(index, "", "an event must be a JSON object")]
+    errors = _property_errors(index, raw.get("properties"))
+    try:
+        incoming = IncomingEvent.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_context=False, include_input=False):
+            field = _loc(tuple(err["loc"]))
+            if field.startswith("properties.") and err["type"] in {
+                "string_type",
+                "int_type",
+                "float_type",
+                "bool_type",
+                "list_type",
+                "dict_type",
+                "none_required",
+            }:
+                # The union of property types yields one error per alternative; say it once.
+                field = ".".join(field.split(".")[:3])
+                reason = "value must be a string, number, boolean, null, list or object"
+            elif err["type"] == "extra_forbidden":
+                reason = "unknown field"
+            elif err["type"] == "missing":
+                reason = "field required"
+            else:
+                reason = err["msg"]
+            if not any(e.field == field and e.reason == reason for e in errors):
+                errors.append(FieldError(index, field, reason))
+        return errors
+    if errors:
+        return errors
+    errors = _float_errors(index, incoming.properties)
+    event_time = incoming.time
+    if event_time.tzinfo is None:
+        errors.append(FieldError(index, "time", "time must carry a UTC offset, e.g. ...Z"))
+    else:
+        event_time = event_time.astimezone(UTC)
+        if event_time > received_at + policy.max_future_skew:
+            errors.append(
+                FieldError(
+                    index, "time", f"more than {policy.max_future_skew} ahead of the server clock"
+                )
+            )
+        elif event_time < received_at - policy.allowed_lateness:
+            errors.append(
+                FieldError(
+                    index,
+                    "time",
+                    f"older than the allowed lateness of {policy.allowed_lateness.days} days",
+                )
+            )
+    if errors:
+        return errors
+    envelope = Envelope.model_construct(
+        id=incoming.id,
+        type=incoming.type,
+        source=source,
+        time=event_time,
+        user_id=incoming.user_id,
+        anonymous_id=incoming.anonymous_id,
+        properties=incoming.properties,
+        received_at=received_at,
+    )
+    encoded_size = len(encode(envelope))
+    if encoded_size > MAX_EVENT_BYTES:
+        return [
+            FieldError(
+                index, "", f"event is {encoded_size} bytes, over the {MAX_EVENT_BYTES} limit"
+            )
+        ]
+    return envelope
+
+
+def _to_wire(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "id": envelope.id,
+        "type": envelope.type,
+        "source": envelope.source,
+        "time": envelope.time,
+        "user_id": envelope.user_id,
+        "anonymous_id": envelope.anonymous_id,
+        "properties": envelope.properties,
+        "received_at": envelope.received_at,
+    }
+
+
+def encode(envelope: Envelope) -> bytes:
+    """The Kafka message value: compact JSON, times in RFC 3339 UTC."""
+    return orjson.dumps(_to_wire(envelope), option=orjson.OPT_UTC_Z)
+
+
+def message_key(envelope: Envelope) -> bytes:
+    """source + actor, so one user's events stay in order on one partition."""
+    return f"{envelope.source}\x1f{envelope.actor or envelope.id}".encode()
+
+
+class PoisonMessage(ValueError):
+    """A message on the events topic that is not a valid envelope; it goes to the DLQ."""
+
+
+def decode(value: bytes | None) -> Envelope:
+    """Parse a Kafka message value back into an `Envelope`, or raise `PoisonMessage`."""
+    if value is None:
+        raise PoisonMessage("empty message value")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonMessage(f"not JSON: {exc}") from exc
+    try:
+        envelope = Envelope.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise PoisonMessage(f"{_loc(tuple(first['loc']))}: {first['msg']}") from exc
+    if envelope.time.tzinfo is None or envelope.received_at.tzinfo is None:
+        raise PoisonMessage("time and received_at must carry a UTC offset")
+    return envelope
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,42 @@
+"""Small helpers the migrations share: TimescaleDB detection and read-only grants."""
+
+from __future__ import annotations
+
+from alembic import op
+
+
+def has_timescaledb() -> bool:
+    """True when the extension is installed in this database (created by the DBA/infra script)."""
+    bind = op.get_bind()
+    return bool(
+        bind.exec_driver_sql("select 1 from pg_extension where extname = 'timescaledb'").scalar()
+    )
+
+
+def grant_read_only(*tables: str, role: str = "grafana") -> None:
+    """Let the read-only role (Grafana) read these tables, when that role exists here."""
+    names = ", ".join(tables)
+    op.execute(
+        f"""
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                EXECUTE format('GRANT USAGE ON SCHEMA %I TO {role}', current_schema());
+                EXECUTE 'GRANT SELECT ON {names} TO {role}';
+            END IF;
+        END $$;
+        """
+    )
+
+
+def grant_execute(signature: str, role: str = "grafana") -> None:
+    op.execute(
+        f"""
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                EXECUTE 'GRANT EXECUTE ON FUNCTION {signature} TO {role}';
+            END IF;
+        END $$;
+        """
+    )

@@ -1,0 +1,70 @@
+"""Typed settings shared by every service; each service extends `BaseServiceSettings`.
+
+Every value comes from an environment variable with the prefix `PACEKEEPER_`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EVENTS_TOPIC = "pacekeeper.events.v1"
+DLQ_TOPIC = "pacekeeper.events.dlq.v1"
+KPI_UPDATES_TOPIC = "pacekeeper.kpi-updates.v1"
+
+LOCAL_DATABASE_URL = "postgresql+psycopg://pacekeeper:pacekeeper@127.0.0.1:5432/pacekeeper"
+# Well-known local defaults; refused when PACEKEEPER_ENVIRONMENT=production.
+_UNSAFE_ADMIN_TOKENS = {"", "changeme", "pacekeeper-local-admin"}
+
+
+class BaseServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PACEKEEPER_", extra="ignore", frozen=True)
+
+    environment: str = Field("local", description="local | test | production")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    events_topic: str = EVENTS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
+    kpi_updates_topic: str = KPI_UPDATES_TOPIC
+    database_url: SecretStr = SecretStr(LOCAL_DATABASE_URL)
+    # Tests isolate themselves in a schema of their own; services follow it via search_path.
+    database_schema: str | None = None
+    timezone: str = "UTC"
+    admin_token: SecretStr = SecretStr("pacekeeper-local-admin")
+    log_level: str = "INFO"
+    log_json: bool = False
+    allowed_lateness: timedelta = timedelta(days=7)
+    max_future_skew: timedelta = timedelta(hours=24)
+    dedupe_window: timedelta = timedelta(days=7)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("database_schema")
+    @classmethod
+    def _plain_identifier(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError("database_schema must be letters, digits and underscores")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> BaseServiceSettings:
+        if self.environment == "production":
+            if self.admin_token.get_secret_value() in _UNSAFE_ADMIN_TOKENS:
+                raise ValueError("PACEKEEPER_ADMIN_TOKEN must be set to a secret in production")
+            if "pacekeeper:pacekeeper@" in self.database_url.get_secret_value():
+                raise ValueError("PACEKEEPER_DATABASE_URL uses the local default password")
+        return self
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)

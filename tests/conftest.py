@@ -1,0 +1,114 @@
+"""Shared fixtures: the real local Kafka and PostgreSQL, isolated per test by topic and schema.
+
+`make test` starts the broker and the database once per run (deploy/local/infra.sh); every
+test that needs them gets fresh topic names and a freshly migrated schema of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from shared.migrations import upgrade
+from shared.settings import BaseServiceSettings
+
+KAFKA_BOOTSTRAP = os.environ.get("PACEKEEPER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+DATABASE_URL = os.environ.get(
+    "PACEKEEPER_DATABASE_URL",
+    "postgresql+psycopg://pacekeeper:pacekeeper@127.0.0.1:5432/pacekeeper",
+)
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _reachable(hostport: str) -> bool:
+    host, _, port = hostport.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: str
+    dlq: str
+    kpi_updates: str
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    if not _reachable(KAFKA_BOOTSTRAP):
+        pytest.fail(f"Kafka is not running on {KAFKA_BOOTSTRAP}: run `make infra-up` first")
+    return KAFKA_BOOTSTRAP
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    try:
+        with psycopg.connect(libpq_url(DATABASE_URL), connect_timeout=3):
+            pass
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable ({exc}): run `make infra-up` first")
+    return DATABASE_URL
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short name no other test uses: prefix for topics, schemas and consumer groups."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def topics(unique: str, kafka_bootstrap: str) -> Topics:
+    return Topics(
+        events=f"{unique}.events.v1",
+        dlq=f"{unique}.events.dlq.v1",
+        kpi_updates=f"{unique}.kpi-updates.v1",
+    )
+
+
+def drop_schema(database_url: str, schema: str) -> None:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def schema(unique: str, database_url: str) -> Iterator[str]:
+    """A schema migrated to head for this test alone, dropped afterwards."""
+    upgrade(BaseServiceSettings(database_url=database_url, database_schema=unique))
+    yield unique
+    drop_schema(database_url, unique)
+
+
+@pytest.fixture
+def service_env(
+    schema: str, topics: Topics, kafka_bootstrap: str, database_url: str
+) -> dict[str, str]:
+    """Environment for a service (in-process settings or a subprocess) wired to this test."""
+    return {
+        "PACEKEEPER_ENVIRONMENT": "test",
+        "PACEKEEPER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "PACEKEEPER_DATABASE_URL": database_url,
+        "PACEKEEPER_DATABASE_SCHEMA": schema,
+        "PACEKEEPER_EVENTS_TOPIC": topics.events,
+        "PACEKEEPER_DLQ_TOPIC": topics.dlq,
+        "PACEKEEPER_KPI_UPDATES_TOPIC": topics.kpi_updates,
+    }
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> BaseServiceSettings:
+    for key, value in service_env.items():
+        monkeypatch.setenv(key, value)
+    return BaseServiceSettings()

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import ConfigError, load_config_text
+from shared.config.kpis import FormulaKpi, KpiKind, RatioKpi
+
+pytestmark = pytest.mark.unit
+
+DESIGN = Path(__file__).resolve().parents[3] / "shared" / "DESIGN.md"
+
+
+def design_example() -> str:
+    return DESIGN.read_text().split("```yaml")[1].split("```")[0]
+
+
+@pytest.mark.skipif(not DESIGN.exists(), reason="the design contract is not beside the repo")
+def test_the_design_example_is_valid() -> None:
+    config = load_config_text(design_example(), env={"OPS_WEBHOOK_SECRET": "s3cret"})
+    assert config.timezone == "Asia/Shanghai"
+    assert [k.kind for k in config.kpis].count(KpiKind.ratio) == 2
+    csat = next(k for k in config.kpis if k.name == "csat")
+    assert isinstance(csat, RatioKpi)
+    assert csat.numerator == "csat_happy"
+    assert config.rules[0].for_.total_seconds() == 300
+    assert config.channels[0].secret is not None
+    assert config.channels[0].secret.get_secret_value() == "s3cret"
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, env=env or {})
+    return info.value.problems
+
+
+def test_errors_carry_their_path() -> None:
+    found = problems(
+        """
+kpis:
+  - {name: orders, kind: count, event: order_completed}
+  - {name: revenue, kind: sum, event: order_completed}
+  - {name: aov, kind: avg, event: order_completed, field: amount}
+  - {name: p, kind: percentile, event: x, field: properties.s, q: 1.5}
+"""
+    )
+    assert "kpis[1].field: Field required" in found
+    assert any(p.startswith("kpis[2].field:") and "not an event field" in p for p in found)
+    assert any(p.startswith("kpis[3].q:") for p in found)
+
+
+def test_cross_references_are_checked() -> None:
+    found = problems(
+        """
+kpis:
+  - {name: orders, kind: count, event: o}
+  - {name: orders, kind: count, event: o}
+  - {name: conv, kind: ratio, numerator: orders, denominator: visitors}
+rules:
+  - {name: r, kpi: nope, channels: [ops]}
+"""
+    )
+    assert "kpis[1].name: 'orders' is already defined at kpis[0]" in found
+    assert "kpis[2]: refers to unknown KPI 'visitors'" in found
+    assert "rules[0].kpi: unknown KPI 'nope'" in found
+    assert "rules[0].channels[0]: unknown channel 'ops'" in found
+
+
+def test_unset_environment_variable_is_an_error() -> None:
+    found = problems(
+        "channels:\n  - {name: ops, type: webhook, url: 'http://h/x', secret: '${NOPE}'}\n"
+    )
+    assert found == ["channels[0].secret: environment variable NOPE is not set"]
+
+
+@pytest.mark.parametrize(
+    "expression", ["__import__('os')", "a ** 2", "a if b else c", "'x' + a", "a.b"]
+)
+def test_formula_allows_arithmetic_only(expression: str) -> None:
+    found = problems(f'kpis:\n  - {{name: f, kind: formula, expression: "{expression}"}}\n')
+    assert found
+    assert found[0].startswith("kpis[0].expression")
+
+
+def test_formula_inputs() -> None:
+    config = load_config_text(
+        """
+kpis:
+  - {name: promoters, kind: count, event: nps}
+  - {name: detractors, kind: count, event: nps}
+  - {name: answers, kind: count, event: nps}
+  - {name: nps, kind: formula, expression: "100 * (promoters - detractors) / answers"}
+"""
+    )
+    nps = config.kpis[3]
+    assert isinstance(nps, FormulaKpi)
+    assert nps.inputs == ["promoters", "detractors", "answers"]
+
+
+def test_goals_need_a_coherent_shape() -> None:
+    found = problems(
+        """
+kpis: [{name: revenue, kind: sum, event: o, field: properties.revenue}]
+goals:
+  - {name: a, kpi: revenue, target: 1, growth: 0.2, period: month}
+  - {name: b, kpi: revenue, target: 1}
+  - {name: c, kpi: revenue, target: 1, start: 2027-02-01, deadline: 2027-01-01}
+"""
+    )
+    assert any(p.startswith("goals[0]") and "exactly one of target" in p for p in found)
+    assert any(p.startswith("goals[1]") and "start and deadline" in p for p in found)
+    assert any(p.startswith("goals[2]") and "deadline is before start" in p for p in found)
+
+
+def test_not_yaml_says_where() -> None:
+    assert problems("kpis: [\n")[0].startswith("line ")
