@@ -77,6 +77,10 @@ def test_grafana_reads_kpis_but_never_writes_or_sees_raw_events(
     with grafana:
         grafana.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         assert grafana.execute("SELECT count(*) FROM kpi_points").fetchone() == (0,)
+        # Refused twice over: the role is read-only by default and has no INSERT grant.
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            grafana.execute("INSERT INTO kpi_points (kpi, bucket) VALUES ('x', now())")
+        grafana.execute("SET default_transaction_read_only = off")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             grafana.execute("INSERT INTO kpi_points (kpi, bucket) VALUES ('x', now())")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
