@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_DURATION ?= 0
 
-.PHONY: help setup infra-up infra-down test test-unit lint fmt demo bench pglite observability clean
+.PHONY: help setup infra-up infra-down test test-unit lint fmt demo report-deps bench pglite observability clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ pglite: ## install the PGlite+TimescaleDB build used by the TimescaleDB DDL test
 observability: ## install Prometheus and Alertmanager (Debian packages) for the tests that need them
 	deploy/local/observability.sh install
 
-test: infra-up pglite observability ## run the whole test suite against real Kafka and PostgreSQL
+test: infra-up pglite observability report-deps ## run the whole test suite against real Kafka and PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup ## only the pure-logic tests (no infrastructure)
@@ -54,8 +54,18 @@ fmt: setup ## format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-demo: infra-up ## the main job: real stack, simulated products, live scorecard, alerts
-	DEMO_DURATION=$(DEMO_DURATION) $(BIN)/python -m services.demo
+demo: infra-up ## the main job: real stack, simulated products, live scorecard, alerts (DEMO_DURATION=120 ends it)
+	PACEKEEPER_DEMO_DURATION=$(DEMO_DURATION) $(BIN)/pacekeeper demo
+
+report-deps: ## Chromium and poppler (report render tests) and Pango (PDF reports), from Debian, once
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
+	for pkg in libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core; do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	else echo "[make] missing:$$missing (apt-get install them); the report render tests will skip"; fi
 
 bench: infra-up ## benchmarks; figures go to bench/results/*.json
 	$(BIN)/python bench/run_all.py

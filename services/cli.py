@@ -7,6 +7,10 @@ from pathlib import Path
 
 import typer
 
+from services.aggregator.cli import backfill_command
+from services.demo.cli import register as register_demo_commands
+from services.ingest.cli import app as keys_app
+
 app = typer.Typer(
     name="pacekeeper",
     help="Operations KPIs you can trust: ingest, aggregate, alert.",
@@ -36,11 +40,17 @@ def run(service: Service = typer.Argument(..., help="ingest | aggregator | alert
 @app.command()
 def migrate(revision: str = typer.Option("heads", help="Alembic revision to upgrade to")) -> None:
     """Migrate the database to the newest schema (idempotent)."""
+    import asyncio
+
+    from shared.config.apply import sync_timezone
     from shared.migrations import upgrade
     from shared.settings import BaseServiceSettings
 
-    upgrade(BaseServiceSettings(), revision)
+    settings = BaseServiceSettings()
+    upgrade(settings, revision)
     typer.echo(f"database migrated to {revision}")
+    if asyncio.run(sync_timezone(settings)):
+        typer.echo(f"business time zone set to {settings.timezone}")
 
 
 @app.command("apply")
@@ -68,6 +78,11 @@ def apply_config(
         console.print(f"[green]valid[/green] {file}")
         return
     asyncio.run(apply_file(config, prune=prune, console=console))
+
+
+app.command("backfill")(backfill_command)
+app.add_typer(keys_app, name="keys")
+register_demo_commands(app)  # simulate, scorecard, report, demo
 
 
 def main() -> None:

@@ -188,8 +188,12 @@ def validate_event(
                 "dict_type",
                 "none_required",
             }:
-                # The union of property types yields one error per alternative; say it once.
-                field = ".".join(field.split(".")[:3])
+                # The union of property types yields one error per alternative, each with its
+                # type in the location (properties.a.str, properties.a.int, ...); say it once,
+                # and not at all when the nesting check already named what is wrong there.
+                field = ".".join(field.split(".")[:2])
+                if any(e.field == field or e.field.startswith(f"{field}.") for e in errors):
+                    continue
                 reason = "value must be a string, number, boolean, null, list or object"
             elif err["type"] == "extra_forbidden":
                 reason = "unknown field"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import orjson
 from fastapi import FastAPI, Response
-from fastapi.responses import ORJSONResponse
 
 from shared.metrics import render
 
+JSON = "application/json"
 ReadyCheck = Callable[[], Awaitable[bool]]
 
 
@@ -16,13 +17,15 @@ def health_app(name: str, ready: ReadyCheck) -> FastAPI:
     app = FastAPI(title=f"pacekeeper {name}", docs_url=None, redoc_url=None)
 
     @app.get("/healthz")
-    async def healthz() -> ORJSONResponse:
-        return ORJSONResponse({"status": "ok", "service": name})
+    async def healthz() -> Response:
+        return Response(orjson.dumps({"status": "ok", "service": name}), media_type=JSON)
 
     @app.get("/readyz")
-    async def readyz() -> ORJSONResponse:
+    async def readyz() -> Response:
         ok = await ready()
-        return ORJSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        return Response(
+            orjson.dumps({"ready": ok}), status_code=200 if ok else 503, media_type=JSON
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:

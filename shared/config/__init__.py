@@ -16,10 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from shared.config.alerting import ChannelSpec, GoalSpec, RuleSpec
-from shared.config.kpis import KpiKind, KpiSpec, referenced_kpis
+from shared.config.kpis import KpiKind, KpiSpec, referenced_kpis, undeclared_dimensions
 
 MAX_CONFIG_BYTES = 2 * 1024 * 1024
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `${NAME}`, or `${NAME:-default}` as in the shell and docker compose (the default also
+# stands in for an empty value), so a shipped example validates before anything is set.
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _KIND_TAGS = {kind.value for kind in KpiKind}
 
 
@@ -67,11 +69,14 @@ def error_path(loc: tuple[int | str, ...]) -> str:
 
 
 def _expand_env(node: Any, path: str, problems: list[str], env: dict[str, str]) -> Any:
-    """Replace `${NAME}` in strings with the environment's value; unset names are errors."""
+    """Replace `${NAME}` in strings with the environment's value; unset names are errors
+    unless a default is given (`${NAME:-default}`)."""
     if isinstance(node, str):
 
         def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
+            name, default = match.group(1), match.group(2)
+            if default is not None:
+                return env.get(name) or default
             if name not in env:
                 problems.append(f"{path}: environment variable {name} is not set")
                 return ""
@@ -117,6 +122,20 @@ def _cross_check(config: PacekeeperConfig) -> list[str]:
     for i, rule in enumerate(config.rules):
         if rule.min_sample and rule.min_sample.kpi not in kpis:
             problems.append(f"rules[{i}].min_sample.kpi: unknown KPI {rule.min_sample.kpi!r}")
+    # kpi_value can only filter or group by dimensions the KPI (and every KPI it is computed
+    # from) declares; say so now rather than at evaluation time.
+    for section in ("rules", "goals"):
+        for i, item in enumerate(getattr(config, section)):
+            if item.kpi not in kpis:
+                continue
+            uses = [(f"dims.{d}", d) for d in item.dims]
+            uses += [(f"group_by[{j}]", g) for j, g in enumerate(getattr(item, "group_by", []))]
+            for where, dimension in uses:
+                if undeclared_dimensions(item.kpi, [dimension], kpis):
+                    problems.append(
+                        f"{section}[{i}].{where}: KPI {item.kpi!r} does not declare"
+                        f" dimension {dimension!r}"
+                    )
     return problems
 
 

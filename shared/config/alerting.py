@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from shared.config.kpis import FieldPath, Name, check_field_path
-from shared.durations import Duration
+from shared.durations import Duration, parse_duration
 
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")]
 Labels = dict[LabelName, Annotated[str, StringConstraints(max_length=200)]]
@@ -66,6 +66,9 @@ class GoalSpec(BaseModel):
     period: Period | None = None
     baseline: float | None = None
     dims: Dims = Field(default_factory=dict)
+    # How far the projection may miss the target (relative to it) and still be `at_risk`
+    # rather than `off_track`.
+    at_risk_margin: float = Field(0.1, ge=0, le=1)
     severity: Severity = Severity.ticket
     labels: Labels = Field(default_factory=dict)
     channels: list[Name] = Field(default_factory=list)
@@ -147,8 +150,6 @@ class RuleSpec(BaseModel):
     def _window(cls, value: str) -> str:
         if _PTD.match(value):
             return value
-        from shared.durations import parse_duration
-
         if parse_duration(value) <= timedelta(0):
             raise ValueError("window must be positive")
         return value
@@ -190,7 +191,16 @@ class Route(BaseModel):
     labels: Labels = Field(default_factory=dict)
 
 
+# Alertmanager forgets an alert that is not re-sent within its resolve_timeout (5m by
+# default), so alerts pushed there are repeated every minute, as Prometheus does.
+ALERTMANAGER_REPEAT = timedelta(minutes=1)
+DEFAULT_REPEAT = timedelta(hours=4)
+
+
 class ChannelSpec(BaseModel):
+    """A receiver plus its route, like an Alertmanager route with one receiver: which alerts
+    it takes (`match`, or rules/goals naming it) and how they are grouped and repeated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name
@@ -208,6 +218,20 @@ class ChannelSpec(BaseModel):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     match: Route | None = None
+    # Grouping, as in an Alertmanager route: labels that split notifications, the wait
+    # before a new group's first notification, the wait before a changed group is notified
+    # again, and the wait before an unchanged, still-firing group is repeated.
+    group_by: list[LabelName] = Field(default_factory=lambda: ["alertname"], max_length=10)
+    group_wait: Duration = timedelta(seconds=30)
+    group_interval: Duration = timedelta(minutes=5)
+    repeat_interval: Duration | None = None
+    send_resolved: bool = True
+
+    @property
+    def effective_repeat_interval(self) -> timedelta:
+        if self.repeat_interval is not None:
+            return self.repeat_interval
+        return ALERTMANAGER_REPEAT if self.type is ChannelType.alertmanager else DEFAULT_REPEAT
 
     @field_serializer("secret", "smtp_password", when_used="always")
     def _reveal_for_storage(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.config import PacekeeperConfig
-from shared.config.store import SECTIONS, apply_config
+from shared.config.store import SECTIONS, apply_config, set_setting
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.settings import BaseServiceSettings
 
@@ -17,6 +17,8 @@ async def apply_file(config: PacekeeperConfig, *, prune: bool, console: Console)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
             result = await apply_config(session, config, prune=prune)
+            if config.timezone is None and "timezone" in settings.model_fields_set:
+                await set_setting(session, "timezone", settings.timezone)
     finally:
         await engine.dispose()
     table = Table("section", "created", "updated", "unchanged", "deleted", title="pacekeeper apply")
@@ -29,3 +31,20 @@ async def apply_file(config: PacekeeperConfig, *, prune: bool, console: Console)
             ),
         )
     console.print(table)
+
+
+async def sync_timezone(settings: BaseServiceSettings) -> bool:
+    """Store PACEKEEPER_TIMEZONE where the SQL functions read it, when it was set explicitly.
+
+    The business time zone lives in `app_settings` because `kpi_series` needs it inside the
+    database; a config file's `timezone:` wins over the environment when both are given.
+    """
+    if "timezone" not in settings.model_fields_set:
+        return False
+    engine = make_engine(settings, application_name="pacekeeper-migrate", pool_size=1)
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            await set_setting(session, "timezone", settings.timezone)
+    finally:
+        await engine.dispose()
+    return True

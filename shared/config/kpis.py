@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -222,11 +223,27 @@ class FormulaKpi(_KpiBase):
         return formula_names(self.expression)
 
 
+def _check_where(value: dict[str, Condition]) -> dict[str, Condition]:
+    for key in value:
+        check_field_path(key)
+    return value
+
+
+def _check_dimensions(value: list[str]) -> list[str]:
+    for key in value:
+        check_field_path(key)
+    if len(set(value)) != len(value):
+        raise ValueError("dimensions must not repeat")
+    return value
+
+
 class FunnelStep(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     where: dict[FieldPath, Condition] = Field(default_factory=dict)
+
+    _where_fields = field_validator("where")(_check_where)
 
 
 class FunnelKpi(_KpiBase):
@@ -238,6 +255,8 @@ class FunnelKpi(_KpiBase):
     dimensions: list[FieldPath] = Field(default_factory=list, max_length=5)
     max_cardinality: int = Field(DEFAULT_MAX_CARDINALITY, ge=1, le=10_000)
 
+    _dimension_fields = field_validator("dimensions")(_check_dimensions)
+
 
 class RetentionKpi(_KpiBase):
     """Day-N retention: of the actors whose cohort event fell in the window, the share that
@@ -245,10 +264,15 @@ class RetentionKpi(_KpiBase):
 
     kind: Literal[KpiKind.retention]
     cohort_event: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    cohort_where: dict[FieldPath, Condition] = Field(default_factory=dict)
     return_event: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    return_where: dict[FieldPath, Condition] = Field(default_factory=dict)
     day: int = Field(ge=1, le=365)
     dimensions: list[FieldPath] = Field(default_factory=list, max_length=5)
     max_cardinality: int = Field(DEFAULT_MAX_CARDINALITY, ge=1, le=10_000)
+
+    _where_fields = field_validator("cohort_where", "return_where")(_check_where)
+    _dimension_fields = field_validator("dimensions")(_check_dimensions)
 
 
 KpiSpec = Annotated[
@@ -277,3 +301,32 @@ def referenced_kpis(spec: KpiSpec) -> list[str]:
     if isinstance(spec, FormulaKpi):
         return spec.inputs
     return []
+
+
+def base_kpis(name: str, kpis: Mapping[str, KpiSpec]) -> frozenset[str]:
+    """The event-based KPIs a KPI is computed from (itself, unless ratio or formula)."""
+    out: set[str] = set()
+    stack, seen = [name], set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        spec = kpis.get(current)
+        refs = referenced_kpis(spec) if spec is not None else []
+        if refs:
+            stack.extend(refs)
+        else:
+            out.add(current)
+    return frozenset(out)
+
+
+def undeclared_dimensions(
+    kpi: str, fields: Iterable[str], kpis: Mapping[str, KpiSpec]
+) -> list[str]:
+    wanted = list(dict.fromkeys(fields))
+    missing: list[str] = []
+    for base in sorted(base_kpis(kpi, kpis)):
+        declared = set(getattr(kpis.get(base), "dimensions", None) or [])
+        missing += [f for f in wanted if f not in declared and f not in missing]
+    return missing

@@ -115,3 +115,24 @@ goals:
 
 def test_not_yaml_says_where() -> None:
     assert problems("kpis: [\n")[0].startswith("line ")
+
+
+def test_rules_and_goals_use_only_declared_dimensions() -> None:
+    found = problems(
+        """
+kpis:
+  - {name: orders, kind: count, event: o, dimensions: [source, properties.channel]}
+  - {name: visits, kind: count, event: v, dimensions: [source]}
+  - {name: conv, kind: ratio, numerator: orders, denominator: visits}
+rules:
+  - {name: ok, kpi: conv, group_by: [source]}
+  - {name: bad, kpi: conv, group_by: [properties.channel]}
+goals:
+  - {name: g, kpi: orders, target: 5, period: month, dims: {properties.campaign: x}}
+"""
+    )
+    assert found == [
+        "rules[1].group_by[0]: KPI 'conv' does not declare dimension 'properties.channel'",
+        "goals[0].dims.properties.campaign: KPI 'orders' does not declare dimension"
+        " 'properties.campaign'",
+    ]

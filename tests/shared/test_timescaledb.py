@@ -125,3 +125,77 @@ def test_downgrade_and_upgrade_again(timescale_url: str) -> None:
             " WHERE hypertable_name IN ('events', 'kpi_points')"
         ).fetchone()
     assert count == (2,)
+
+
+def test_kpi_functions_and_dashboard_queries_on_timescaledb(timescale_url: str) -> None:
+    """Old hours come from the hourly continuous aggregate, recent minutes from kpi_points;
+    both must give what the raw per-minute points say, and every dashboard query must run."""
+    from datetime import UTC, datetime, timedelta
+
+    import orjson
+
+    from tests.deploy.dashboards import load_dashboards, render, sql_queries
+
+    migrate(timescale_url)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    old = (now - timedelta(days=30)).replace(minute=0)
+    # (minute offset from `old` or from `now`, source, orders): a month back and just now.
+    points = [(old + timedelta(minutes=m), s, c) for m, s, c in [(5, "web", 3), (70, "app", 4)]]
+    points += [(now - timedelta(minutes=m), s, c) for m, s, c in [(3, "web", 2), (1, "app", 1)]]
+    with psycopg.connect(libpq(timescale_url), autocommit=True) as conn:
+        conn.execute("DELETE FROM kpi_points")
+        conn.execute("DELETE FROM kpis")
+        spec = {
+            "name": "orders",
+            "kind": "count",
+            "event": "order_completed",
+            "dimensions": ["source"],
+        }
+        conn.execute(
+            "INSERT INTO kpis (name, spec) VALUES ('orders', %s::jsonb)",
+            (orjson.dumps(spec).decode(),),
+        )
+        for bucket, source, count in points:
+            conn.execute(
+                "INSERT INTO kpi_points (kpi, dims, bucket, count) VALUES ('orders', %s, %s, %s)",
+                (orjson.dumps({"source": source}).decode(), bucket, count),
+            )
+        conn.execute("CALL refresh_continuous_aggregate('kpi_points_hourly', NULL, NULL)")
+        materialized = conn.execute(
+            "SELECT count(*) FROM kpi_points_hourly WHERE kpi = 'orders'"
+        ).fetchone()
+        assert materialized is not None
+        assert materialized[0] >= 2
+
+        def value(lo: datetime, hi: datetime, dims: dict[str, str] | None = None) -> float:
+            row = conn.execute(
+                "SELECT kpi_value('orders', %s, %s, %s::jsonb)",
+                (lo, hi, None if dims is None else orjson.dumps(dims).decode()),
+            ).fetchone()
+            assert row is not None
+            return float(row[0])
+
+        month = (now - timedelta(days=31), now + timedelta(minutes=1))
+        assert value(*month) == 10
+        assert value(*month, {"source": "app"}) == 5
+        assert value(old, old + timedelta(hours=1)) == 3  # inside one materialized hour
+        days = conn.execute(
+            "SELECT sum(value), count(*) FROM kpi_series('orders', %s, %s, interval '1 day')",
+            (now - timedelta(days=31), now + timedelta(minutes=1)),
+        ).fetchone()
+        assert days is not None
+        assert days[0] == 10
+        assert days[1] >= 31
+
+        queries = [q for n, d in load_dashboards().items() for q in sql_queries(n, d)]
+        assert queries, "the KPI dashboard must have SQL panels"
+        for query in queries:
+            rendered = render(
+                query.sql,
+                time_from=month[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
+                time_to=month[1].strftime("%Y-%m-%dT%H:%M:%SZ"),
+                interval="1d",
+                variables={"kpi": ["orders"], "dims": [""]},
+            )
+            cursor = conn.execute(rendered)
+            assert cursor.description, query.where

@@ -1,0 +1,430 @@
+"""Ingest benchmark: HTTP ingest vs a raw aiokafka producer, same payloads, same broker.
+
+    .venv/bin/python bench/ingest.py     # starts its own ingest (needs Kafka + PostgreSQL)
+    .venv/bin/python bench/ingest.py --url http://127.0.0.1:8080 --key pk_...  # a running one
+
+Phases (each `--seconds` long, bounded in requests too): single events at full speed,
+single events paced at `--rate` req/s (the latency target), batches of 100, then the raw
+producer sending the same events one at a time and 100 at a time with the same concurrency.
+Prints a table and writes bench/results/ingest.json. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import uvloop
+from aiokafka.admin import AIOKafkaAdminClient
+from rich.console import Console
+from rich.table import Table
+
+from services.ingest import keys
+from shared.db import make_engine
+from shared.events import Envelope, encode, message_key, utcnow
+from shared.kafka import make_producer
+from shared.migrations import upgrade
+from shared.settings import BaseServiceSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "ingest.json"
+SOURCE = "bench"
+BATCH = 100
+
+
+@dataclass
+class Phase:
+    name: str
+    requests: int
+    events: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies_ms)
+
+        def pct(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else 0
+
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "events": self.events,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 2),
+            "requests_per_s": round(self.requests / self.seconds),
+            "events_per_s": round(self.events / self.seconds),
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+        }
+
+
+def make_event(i: int) -> dict[str, Any]:
+    return {
+        "id": f"{uuid.uuid4().hex}-{i}",
+        "type": "order_completed",
+        "time": utcnow().isoformat(),
+        "user_id": f"u-{i % 5000}",
+        "properties": {"revenue": 59.9, "channel": "seo", "items": 3},
+    }
+
+
+class HttpClient:
+    """Minimal keep-alive HTTP/1.1 client over asyncio streams: the load generator must cost
+    far less CPU than the server it measures (httpx costs ~5x more per request)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.auth = f"Bearer {key}".encode()
+
+    def request(self, body: bytes) -> bytes:
+        return (
+            b"POST /v1/events HTTP/1.1\r\nHost: ingest\r\nContent-Type: application/json\r\n"
+            b"Authorization: "
+            + self.auth
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(self.host, self.port)
+
+    @staticmethod
+    async def roundtrip(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> int:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await reader.readexactly(length)
+        return status
+
+
+async def http_phase(
+    client: HttpClient,
+    name: str,
+    bodies: list[bytes],
+    events_per_request: int,
+    *,
+    concurrency: int,
+    seconds: float,
+    rate: float | None = None,
+) -> Phase:
+    """Closed loop (as fast as answers come) or, with `rate`, paced at `rate` requests/s."""
+    requests = [client.request(body) for body in bodies]
+    latencies: list[float] = []
+    errors = 0
+    next_index = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    interval = concurrency / rate if rate else 0.0
+
+    async def worker(offset: int) -> None:
+        nonlocal next_index, errors
+        reader, writer = await client.connect()
+        due = start + offset * (interval / concurrency if rate else 0)
+        try:
+            while next_index < len(requests):
+                if rate:
+                    due += interval
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                now = time.perf_counter()
+                if now >= deadline:
+                    return
+                request = requests[next_index]
+                next_index += 1
+                sent = time.perf_counter()
+                status = await client.roundtrip(reader, writer, request)
+                # Paced: latency from when the request was due (no coordinated omission).
+                begun = min(sent, due) if rate else sent
+                latencies.append((time.perf_counter() - begun) * 1000)
+                if status != 202:
+                    errors += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    done = len(latencies)
+    return Phase(name, done, done * events_per_request, elapsed, latencies, errors)
+
+
+async def raw_phase(
+    settings: BaseServiceSettings,
+    topic: str,
+    name: str,
+    batches: list[list[Envelope]],
+    *,
+    concurrency: int,
+    seconds: float,
+) -> Phase:
+    """The same envelopes straight into aiokafka (acks=all, idempotent, same linger)."""
+    producer = make_producer(settings, client_id="pacekeeper-bench-raw")
+    await producer.start()
+    encoded = [[(message_key(e), encode(e)) for e in batch] for batch in batches]
+    latencies: list[float] = []
+    next_index = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < len(encoded) and time.perf_counter() < deadline:
+            batch = encoded[next_index]
+            next_index += 1
+            sent = time.perf_counter()
+            acks = [await producer.send(topic, value, key=key) for key, value in batch]
+            await asyncio.gather(*acks)
+            latencies.append((time.perf_counter() - sent) * 1000)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await producer.stop()
+    elapsed = time.perf_counter() - start
+    done = len(latencies)
+    return Phase(name, done, done * len(batches[0]), elapsed, latencies)
+
+
+def envelopes(events: list[dict[str, Any]]) -> list[Envelope]:
+    now = utcnow()
+    return [Envelope.model_validate({**e, "source": SOURCE, "received_at": now}) for e in events]
+
+
+async def create_bench_key(settings: BaseServiceSettings) -> str:
+    engine = make_engine(settings, application_name="pacekeeper-bench", pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            _, new = await keys.create(conn, SOURCE)
+    finally:
+        await engine.dispose()
+    return new.key
+
+
+async def wait_ready(client: HttpClient, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError):
+            reader, writer = await client.connect()
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: ingest\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            writer.close()
+            if head.startswith(b"HTTP/1.1 200"):
+                return
+        await asyncio.sleep(0.25)
+    raise SystemExit("ingest did not become ready")
+
+
+async def delete_topic(settings: BaseServiceSettings, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
+async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    base = BaseServiceSettings()
+    run_id = uuid.uuid4().hex[:8]
+    topic = f"pacekeeper-bench-{run_id}.events.v1"
+    process: asyncio.subprocess.Process | None = None
+    url, key = args.url, args.key
+    if url is None:
+        # Our own ingest, on a topic and a schema of its own: the real events topic stays clean.
+        schema = "bench_ingest"
+        settings = BaseServiceSettings(database_schema=schema)
+        await asyncio.to_thread(upgrade, settings)
+        key = await create_bench_key(settings)
+        url = f"http://127.0.0.1:{args.port}"
+        env = {
+            **os.environ,
+            "PACEKEEPER_DATABASE_SCHEMA": schema,
+            "PACEKEEPER_EVENTS_TOPIC": topic,
+            "PACEKEEPER_INGEST_PORT": str(args.port),
+            "PACEKEEPER_INGEST_RATE_PER_SECOND": "10000000",
+            "PACEKEEPER_INGEST_RATE_BURST": "10000000",
+            "PACEKEEPER_LOG_LEVEL": "WARNING",
+        }
+        pacekeeper = shutil.which("pacekeeper", path=str(Path(sys.executable).parent))
+        command = [pacekeeper] if pacekeeper else [sys.executable, "-m", "services.cli"]
+        process = await asyncio.create_subprocess_exec(*command, "run", "ingest", env=env)
+    else:
+        topic = args.topic
+    assert key is not None, "--key is required with --url"
+    client = HttpClient(url, key)
+    try:
+        await wait_ready(client)
+        n = args.max_requests
+        singles = [make_event(i) for i in range(n)]
+        batches = [[make_event(i * BATCH + j) for j in range(BATCH)] for i in range(n // 10)]
+        single_bodies = [orjson.dumps(e) for e in singles]
+        batch_bodies = [orjson.dumps(b) for b in batches]
+        # Warm-up: connections, metadata, JIT-less but cache-warm paths.
+        await http_phase(client, "warmup", single_bodies[:500], 1, concurrency=8, seconds=2)
+        phases = []
+        plan: list[tuple[str, Callable[[], Awaitable[Phase]]]] = [
+            (
+                "ingest single (closed loop)",
+                lambda: http_phase(
+                    client,
+                    "ingest single",
+                    single_bodies[500:],
+                    1,
+                    concurrency=args.concurrency,
+                    seconds=args.seconds,
+                ),
+            ),
+            (
+                f"ingest single paced {args.rate:.0f} req/s",
+                lambda: http_phase(
+                    client,
+                    f"ingest single @{args.rate:.0f}/s",
+                    single_bodies,
+                    1,
+                    concurrency=args.concurrency,
+                    seconds=args.seconds,
+                    rate=args.rate,
+                ),
+            ),
+            (
+                "ingest batch of 100",
+                lambda: http_phase(
+                    client,
+                    "ingest batch100",
+                    batch_bodies,
+                    BATCH,
+                    concurrency=args.batch_concurrency,
+                    seconds=args.seconds,
+                ),
+            ),
+        ]
+        for label, coro in plan:
+            console.log(f"running {label}")
+            phases.append(await coro())
+    finally:
+        if process is not None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 30)
+    # Our ingest has stopped by now: the raw producer gets the CPU the ingest had.
+    raw_settings, raw_topic = base, topic
+    console.log("running raw producer, single events")
+    raw_single = await raw_phase(
+        raw_settings,
+        raw_topic,
+        "raw single",
+        [[e] for e in envelopes(singles)],
+        concurrency=args.concurrency,
+        seconds=args.seconds,
+    )
+    console.log("running raw producer, batches of 100")
+    raw_batch = await raw_phase(
+        raw_settings,
+        raw_topic,
+        "raw batch100",
+        [envelopes(b) for b in batches],
+        concurrency=args.batch_concurrency,
+        seconds=args.seconds,
+    )
+    if args.url is None:
+        await delete_topic(base, topic)
+    phases += [raw_single, raw_batch]
+    by_name = {p.name: p.summary() for p in phases}
+    single, batch = by_name["ingest single"], by_name["ingest batch100"]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            # The bench shares the machine with whatever else runs; say how busy it was.
+            "load_average_before": load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "command": " ".join(["bench/ingest.py", *sys.argv[1:]]),
+        "settings": {
+            "concurrency": args.concurrency,
+            "batch_concurrency": args.batch_concurrency,
+            "seconds_per_phase": args.seconds,
+            "paced_rate": args.rate,
+        },
+        "phases": list(by_name.values()),
+        "ratio_single": round(single["events_per_s"] / by_name["raw single"]["events_per_s"], 3),
+        "ratio_batch": round(batch["events_per_s"] / by_name["raw batch100"]["events_per_s"], 3),
+    }
+
+
+def show(result: dict[str, Any], console: Console) -> None:
+    table = Table(title="ingest vs raw aiokafka producer (loopback, same broker)")
+    for column in ("phase", "req/s", "events/s", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="right" if column != "phase" else "left")
+    for p in result["phases"]:
+        table.add_row(
+            p["name"],
+            f"{p['requests_per_s']:,}",
+            f"{p['events_per_s']:,}",
+            f"{p['p50_ms']}",
+            f"{p['p99_ms']}",
+            str(p["errors"]),
+        )
+    console.print(table)
+    machine = result["machine"]
+    console.print(
+        f"{machine['cpus']} CPUs, load average {machine['load_average_before'][0]} before,"
+        f" {machine['load_average_after'][0]} after"
+    )
+    console.print(
+        f"ingest ÷ raw: single {result['ratio_single']:.0%},"
+        f" batch of 100 {result['ratio_batch']:.0%}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running ingest; default: start one")
+    parser.add_argument("--key", help="API key for --url")
+    parser.add_argument("--topic", default="pacekeeper.events.v1", help="topic of --url's ingest")
+    parser.add_argument("--port", type=int, default=18080, help="port for the ingest we start")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--batch-concurrency", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=2000.0, help="paced phase, requests/s")
+    parser.add_argument("--max-requests", type=int, default=60_000, help="per phase, at most")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    console = Console()
+    result = uvloop.run(run(args, console))
+    show(result, console)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    console.print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

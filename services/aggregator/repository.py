@@ -1,0 +1,517 @@
+"""All of the aggregator's SQL. Every function runs inside the caller's transaction.
+
+Bulk writes COPY the batch into a session-local staging table (temporary, emptied at
+commit) and then run one INSERT … SELECT … ON CONFLICT from it. Measured on the 2-core
+bench machine with 5,000-event batches: 7.6 µs/event for COPY + 4 µs for the insert,
+against 27 µs/event for the same INSERT fed by `unnest` of array parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.aggregator.catalog import Catalog
+from services.aggregator.records import US_PER_MINUTE, Event, from_us, make_event, to_us
+from services.aggregator.rollup import SLOT_US, DimsKey, Rollup
+from services.aggregator.watermark import Watermark
+
+# pg_advisory locks in their own namespace (first key "PK"): key 0 is the definitions
+# barrier, hashtext(kpi) guards one KPI's state against a concurrent backfill.
+LOCK_NAMESPACE = 0x504B
+DEFINITIONS_LOCK = 0
+
+_SHARED_BARRIER = text("SELECT pg_advisory_xact_lock_shared(:ns, :key)")
+_EXCLUSIVE_BARRIER = text("SELECT pg_advisory_xact_lock(:ns, :key)")
+_KPI_VERSIONS = text("SELECT name, version FROM kpis")
+_KPI_DEFINITIONS = text("SELECT name, spec, version FROM kpis")
+_SHARED_KPI_LOCKS = text(
+    "SELECT pg_advisory_xact_lock_shared(:ns, hashtext(k))"
+    " FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS t(k, i) ORDER BY i"
+)
+_EXCLUSIVE_KPI_LOCK = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:name))")
+
+# Staging tables: created once per database connection, emptied by every commit.
+_STAGING = {
+    "pk_stage_keys": "(source text, id text)",
+    "pk_stage_events": "(LIKE events INCLUDING DEFAULTS)",
+    "pk_stage_points": "(LIKE kpi_points INCLUDING DEFAULTS)",
+    "pk_stage_distinct": "(LIKE kpi_distinct INCLUDING DEFAULTS)",
+    "pk_stage_funnel": "(LIKE kpi_funnel_steps INCLUDING DEFAULTS)",
+    "pk_stage_cohorts": "(LIKE kpi_retention_cohorts INCLUDING DEFAULTS)",
+    "pk_stage_returns": "(LIKE kpi_retention_returns INCLUDING DEFAULTS)",
+}
+_EVENT_COLUMNS = "time, source, id, type, user_id, anonymous_id, properties, received_at"
+
+# Only events whose (source, id) was not seen before come back, to be stored and applied.
+_DEDUPE = text(
+    "INSERT INTO event_dedupe (source, id) SELECT source, id FROM pk_stage_keys"
+    " ON CONFLICT DO NOTHING RETURNING source, id"
+)
+# The fallback when a direct COPY into `events` meets an event already stored: one whose
+# (source, id) was purged from event_dedupe after its window. Never stored twice.
+_INSERT_EVENTS_SAFELY = text(
+    f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM pk_stage_events"
+    " ON CONFLICT DO NOTHING RETURNING source, id"
+)
+
+_POINT_COLUMNS = "kpi, dims, bucket, count, sum, min, max, last_value, last_time, sketch"
+_UPSERT_POINTS = text(
+    f"""
+    INSERT INTO kpi_points AS p ({_POINT_COLUMNS})
+    SELECT {_POINT_COLUMNS} FROM pk_stage_points
+    ON CONFLICT (kpi, dims, bucket) DO UPDATE SET
+        count = p.count + excluded.count,
+        sum = p.sum + excluded.sum,
+        min = LEAST(p.min, excluded.min),
+        max = GREATEST(p.max, excluded.max),
+        last_value = CASE
+            WHEN p.last_time IS NULL
+              OR (excluded.last_time, excluded.last_value) > (p.last_time, p.last_value)
+            THEN excluded.last_value ELSE p.last_value END,
+        last_time = CASE
+            WHEN p.last_time IS NULL
+              OR (excluded.last_time, excluded.last_value) > (p.last_time, p.last_value)
+            THEN excluded.last_time ELSE p.last_time END,
+        -- Only percentile rows carry a sketch; skipping the merge call for the others is
+        -- 40 % of this statement's time.
+        sketch = CASE WHEN excluded.sketch IS NULL THEN p.sketch
+                      ELSE pk_sketch_merge(p.sketch, excluded.sketch) END,
+        updated_at = now()
+    """
+)
+_INSERT_DISTINCT = text(
+    "INSERT INTO kpi_distinct (kpi, bucket, dims, value)"
+    " SELECT kpi, bucket, dims, value FROM pk_stage_distinct ON CONFLICT DO NOTHING"
+)
+_INSERT_FUNNEL = text(
+    "INSERT INTO kpi_funnel_steps (kpi, actor, step, time, dims)"
+    " SELECT kpi, actor, step, time, dims FROM pk_stage_funnel ON CONFLICT DO NOTHING"
+)
+_UPSERT_COHORTS = text(
+    """
+    INSERT INTO kpi_retention_cohorts AS c (kpi, actor, first_time, first_key, dims)
+    SELECT kpi, actor, first_time, first_key, dims FROM pk_stage_cohorts
+    ON CONFLICT (kpi, actor) DO UPDATE SET
+        first_time = excluded.first_time, first_key = excluded.first_key, dims = excluded.dims
+    WHERE (excluded.first_time, excluded.first_key) < (c.first_time, c.first_key)
+    """
+)
+_INSERT_RETURNS = text(
+    "INSERT INTO kpi_retention_returns (kpi, actor, slot)"
+    " SELECT kpi, actor, slot FROM pk_stage_returns ON CONFLICT DO NOTHING"
+)
+
+_UPSERT_OFFSETS = text(
+    """
+    INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset, max_event_time,
+                                       max_received_at, watermark, updated_at)
+    SELECT :group_id, :topic, partition, next_offset, max_event_time, max_received_at,
+           watermark, now()
+    FROM unnest(
+        CAST(:partitions AS integer[]), CAST(:offsets AS bigint[]),
+        CAST(:max_events AS timestamptz[]), CAST(:max_received AS timestamptz[]),
+        CAST(:watermarks AS timestamptz[])
+    ) AS r(partition, next_offset, max_event_time, max_received_at, watermark)
+    ON CONFLICT (group_id, topic, partition) DO UPDATE SET
+        -- A stalled process that lost the partition may commit late: never go backwards.
+        next_offset = GREATEST(o.next_offset, excluded.next_offset),
+        max_event_time = GREATEST(o.max_event_time, excluded.max_event_time),
+        max_received_at = GREATEST(o.max_received_at, excluded.max_received_at),
+        watermark = GREATEST(o.watermark, excluded.watermark),
+        updated_at = now()
+    """
+)
+
+_LOAD_OFFSETS = text(
+    """
+    SELECT partition, next_offset, max_event_time, max_received_at FROM consumer_offsets
+    WHERE group_id = :group_id AND topic = :topic
+      AND partition = ANY(CAST(:partitions AS integer[]))
+    """
+)
+
+_ADMITTED = text(
+    "SELECT value FROM kpi_dimension_values WHERE kpi = :kpi AND dimension = :dimension"
+)
+_ADMIT = text(
+    """
+    INSERT INTO kpi_dimension_values (kpi, dimension, value)
+    SELECT :kpi, :dimension, v FROM unnest(CAST(:values AS text[])) AS v
+    ON CONFLICT DO NOTHING
+    """
+)
+_LOCK_DIMENSION = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:kpi || chr(31) || :dimension))")
+
+_PURGE_DEDUPE = text(
+    """
+    DELETE FROM event_dedupe WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM event_dedupe WHERE first_seen < now() - :window
+        LIMIT :limit))
+    """
+)
+
+_READ_EVENTS = text(
+    """
+    SELECT time, source, id, type, user_id, anonymous_id, properties, received_at FROM events
+    WHERE type = ANY(CAST(:types AS text[])) AND time >= :t_from AND time < :t_to
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOffset:
+    next_offset: int
+    mark: Watermark
+
+
+def _dims_json(names: Sequence[str], values: DimsKey) -> str:
+    if not values:
+        return "{}"
+    return orjson.dumps(dict(zip(names, values, strict=True))).decode()
+
+
+# --- transaction preamble ------------------------------------------------------------------
+
+
+async def definitions_barrier(session: AsyncSession) -> dict[str, int]:
+    """Shared side of the definitions barrier, then the KPI versions as of now.
+
+    A backfill takes the exclusive side once before it starts: every batch transaction
+    that began before the new definition was stored has finished by then, and every later
+    one sees the definition here — so no event escapes both the backfill and the consumer.
+    """
+    await session.execute(_SHARED_BARRIER, {"ns": LOCK_NAMESPACE, "key": DEFINITIONS_LOCK})
+    return {str(name): int(version) for name, version in await session.execute(_KPI_VERSIONS)}
+
+
+async def kpi_definitions(session: AsyncSession) -> list[tuple[str, dict[str, object], int]]:
+    """Every stored KPI definition as (name, spec JSON, version)."""
+    return [(r.name, r.spec, r.version) for r in await session.execute(_KPI_DEFINITIONS)]
+
+
+async def wait_for_running_batches(session: AsyncSession) -> None:
+    await session.execute(_EXCLUSIVE_BARRIER, {"ns": LOCK_NAMESPACE, "key": DEFINITIONS_LOCK})
+
+
+async def lock_kpis_shared(session: AsyncSession, kpis: Iterable[str]) -> None:
+    names = sorted(set(kpis))  # one order for every process: no lock-order deadlocks
+    if names:
+        await session.execute(_SHARED_KPI_LOCKS, {"ns": LOCK_NAMESPACE, "names": names})
+
+
+async def lock_kpi_exclusive(session: AsyncSession, kpi: str) -> None:
+    await session.execute(_EXCLUSIVE_KPI_LOCK, {"ns": LOCK_NAMESPACE, "name": kpi})
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+async def _staging(session: AsyncSession) -> AsyncConnection[Any]:
+    """The psycopg connection under the session, with the staging tables in place."""
+    connection = await session.connection()
+    if not connection.info.get("pk_staging"):
+        for table, shape in _STAGING.items():
+            await session.execute(
+                text(f"CREATE TEMP TABLE IF NOT EXISTS {table} {shape} ON COMMIT DELETE ROWS")
+            )
+        connection.info["pk_staging"] = True
+    raw = await connection.get_raw_connection()
+    driver: AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    return driver
+
+
+NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _t(value: str | None) -> str:
+    """A text field of COPY's text format."""
+    if value is None:
+        return NULL
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _f(value: float | None) -> str:
+    return NULL if value is None else repr(value)
+
+
+class _Times:
+    """Epoch µs → timestamptz text; the minute prefix is shared by most rows of a batch."""
+
+    def __init__(self) -> None:
+        self._minutes: dict[int, str] = {}
+
+    def minute(self, minute: int) -> str:
+        text_ = self._minutes.get(minute)
+        if text_ is None:
+            text_ = self._minutes[minute] = from_us(minute * US_PER_MINUTE).strftime(
+                "%Y-%m-%d %H:%M:"
+            )
+        return text_
+
+    def __call__(self, ts: int) -> str:
+        minute, rest = divmod(ts, US_PER_MINUTE)
+        seconds, micros = divmod(rest, 1_000_000)
+        return f"{self.minute(minute)}{seconds:02d}.{micros:06d}+00"
+
+    def bucket(self, minute: int) -> str:
+        return f"{self.minute(minute)}00+00"
+
+
+async def _copy(driver: AsyncConnection[Any], table: str, columns: str, lines: list[str]) -> None:
+    """COPY rows already in text format (one `\\n`-terminated line each): one write per batch
+    instead of per-row adaptation, 4x cheaper in Python."""
+    async with driver.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        await copy.write("".join(lines).encode())
+
+
+def event_lines(events: Sequence[Event]) -> list[str]:
+    """The events as COPY text lines, one per event, in order."""
+    dumps, times = orjson.dumps, _Times()
+    lines = []
+    for e in events:
+        properties = dumps(e.properties).decode()
+        if "\\" in properties:  # JSON escapes: backslashes must be doubled for COPY
+            properties = properties.replace("\\", "\\\\")
+        lines.append(
+            f"{times(e.ts)}\t{_t(e.source)}\t{_t(e.id)}\t{_t(e.type)}\t{_t(e.user_id)}\t"
+            f"{_t(e.anonymous_id)}\t{properties}\t{e.received_at.isoformat()}\n"
+        )
+    return lines
+
+
+async def insert_events(
+    session: AsyncSession, events: Sequence[Event], lines: list[str] | None = None
+) -> list[Event]:
+    """Store the events not seen before and return exactly those, in batch order.
+
+    The keys go through a staging table (the dedupe needs ON CONFLICT); the fresh events
+    are then COPied straight into `events` — half the work of staging them too. `lines`
+    may carry `event_lines(events)` computed ahead of the transaction.
+    """
+    if not events:
+        return []
+    driver = await _staging(session)
+    await _copy(
+        driver, "pk_stage_keys", "source, id", [f"{_t(e.source)}\t{_t(e.id)}\n" for e in events]
+    )
+    fresh_keys = {(source, id_) for source, id_ in await session.execute(_DEDUPE)}
+    if lines is None:
+        lines = event_lines(events)
+    if len(fresh_keys) == len(events):
+        fresh = list(events)
+    else:
+        keep = [i for i, e in enumerate(events) if (e.source, e.id) in fresh_keys]
+        fresh = [events[i] for i in keep]
+        lines = [lines[i] for i in keep]
+    if not fresh:
+        return fresh
+    await driver.execute("SAVEPOINT pk_events")
+    try:
+        await _copy(driver, "events", _EVENT_COLUMNS, lines)
+        await driver.execute("RELEASE SAVEPOINT pk_events")
+    except psycopg.errors.UniqueViolation:
+        await driver.execute("ROLLBACK TO SAVEPOINT pk_events")
+        await _copy(driver, "pk_stage_events", _EVENT_COLUMNS, lines)
+        stored = {(source, id_) for source, id_ in await session.execute(_INSERT_EVENTS_SAFELY)}
+        fresh = [e for e in fresh if (e.source, e.id) in stored]
+    return fresh
+
+
+async def read_events(
+    session: AsyncSession, types: Sequence[str], t_from: datetime, t_to: datetime
+) -> list[Event]:
+    rows = await session.execute(
+        _READ_EVENTS, {"types": list(types), "t_from": t_from, "t_to": t_to}
+    )
+    return [
+        make_event(
+            time=r.time,
+            source=r.source,
+            id=r.id,
+            type=r.type,
+            user_id=r.user_id,
+            anonymous_id=r.anonymous_id,
+            properties=r.properties,
+            received_at=r.received_at,
+        )
+        for r in rows
+    ]
+
+
+async def purge_dedupe(session: AsyncSession, window: timedelta, limit: int = 50_000) -> int:
+    result = await session.execute(_PURGE_DEDUPE, {"window": window, "limit": limit})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # CursorResult has it
+
+
+# --- KPI state -----------------------------------------------------------------------------
+
+
+async def write_state(session: AsyncSession, state: Rollup, catalog: Catalog) -> None:
+    """Add a (folded) rollup to the stored state of every KPI it touches.
+
+    Per-minute points are shared by every process and go in sorted order (same lock order
+    everywhere, no deadlock). Distinct, funnel and retention rows are per actor, and an
+    actor's events share a partition (message key), so two processes rarely meet on one;
+    if they do, the deadlock is detected and the batch retried.
+    """
+    if state.is_empty():
+        return
+    driver = await _staging(session)
+    names = {kpi: catalog.dimensions(kpi) for kpi in catalog.specs}
+    times = _Times()
+    if state.points:
+        # Upserts of shared rows: sorted, so two processes lock them in the same order.
+        points = sorted(
+            ((kpi, _dims_json(names[kpi], dims), minute), point)
+            for (kpi, dims, minute), point in state.points.items()
+        )
+        lines = [
+            f"{_t(kpi)}\t{_t(dims)}\t{times.bucket(minute)}\t{p.count}\t{p.sum!r}\t"
+            f"{_f(p.min)}\t{_f(p.max)}\t{_f(p.last_value)}\t"
+            f"{NULL if p.last_ts is None else times(p.last_ts)}\t"
+            f"{NULL if p.sketch is None else orjson.dumps(p.sketch).decode()}\n"
+            for (kpi, dims, minute), p in points
+        ]
+        await _copy(driver, "pk_stage_points", _POINT_COLUMNS, lines)
+        await session.execute(_UPSERT_POINTS)
+    if state.distinct:
+        lines = [
+            f"{_t(kpi)}\t{times.bucket(minute)}\t{_t(_dims_json(names[kpi], dims))}\t{_t(value)}\n"
+            for kpi, dims, minute, value in state.distinct
+        ]
+        await _copy(driver, "pk_stage_distinct", "kpi, bucket, dims, value", lines)
+        await session.execute(_INSERT_DISTINCT)
+    if state.funnel:
+        lines = [
+            f"{_t(kpi)}\t{_t(actor)}\t{step}\t{times(ts)}\t{_t(_dims_json(names[kpi], dims))}\n"
+            for kpi, actor, step, ts, dims in state.funnel
+        ]
+        await _copy(driver, "pk_stage_funnel", "kpi, actor, step, time, dims", lines)
+        await session.execute(_INSERT_FUNNEL)
+    if state.cohorts:
+        lines = [
+            f"{_t(kpi)}\t{_t(actor)}\t{times(c.ts)}\t{_t(c.key)}\t"
+            f"{_t(_dims_json(names[kpi], c.dims))}\n"
+            for (kpi, actor), c in state.cohorts.items()
+        ]
+        await _copy(driver, "pk_stage_cohorts", "kpi, actor, first_time, first_key, dims", lines)
+        await session.execute(_UPSERT_COHORTS)
+    if state.comebacks:
+        lines = [
+            f"{_t(kpi)}\t{_t(actor)}\t{times(slot * SLOT_US)}\n"
+            for kpi, actor, slot in state.comebacks
+        ]
+        await _copy(driver, "pk_stage_returns", "kpi, actor, slot", lines)
+        await session.execute(_INSERT_RETURNS)
+
+
+_DELETE_RANGE = {
+    "points": text("DELETE FROM kpi_points WHERE kpi = :kpi AND bucket >= :lo AND bucket < :hi"),
+    "distinct": text(
+        "DELETE FROM kpi_distinct WHERE kpi = :kpi AND bucket >= :lo AND bucket < :hi"
+    ),
+    "funnel": text("DELETE FROM kpi_funnel_steps WHERE kpi = :kpi AND time >= :lo AND time < :hi"),
+    "cohorts": text(
+        "DELETE FROM kpi_retention_cohorts WHERE kpi = :kpi"
+        " AND first_time >= :lo AND first_time < :hi"
+    ),
+    "returns": text(
+        "DELETE FROM kpi_retention_returns WHERE kpi = :kpi AND slot >= :lo AND slot < :hi"
+    ),
+}
+
+
+async def delete_state(session: AsyncSession, kpi: str, lo: datetime, hi: datetime) -> None:
+    """Forget a KPI's state for events in [lo, hi) (minute-aligned), before recomputing it."""
+    for statement in _DELETE_RANGE.values():
+        await session.execute(statement, {"kpi": kpi, "lo": lo, "hi": hi})
+
+
+# --- cardinality guard ---------------------------------------------------------------------
+
+
+async def admit_values(
+    session: AsyncSession, kpi: str, dimension: str, limit: int, candidates: Sequence[str]
+) -> set[str]:
+    """Admit new values up to `limit` per (kpi, dimension); returns every admitted value.
+
+    Serialised per (kpi, dimension) by an advisory lock so two processes cannot both take
+    the last free slot.
+    """
+    await session.execute(
+        _LOCK_DIMENSION, {"ns": LOCK_NAMESPACE, "kpi": kpi, "dimension": dimension}
+    )
+    admitted = {
+        v for (v,) in await session.execute(_ADMITTED, {"kpi": kpi, "dimension": dimension})
+    }
+    room = limit - len(admitted)
+    new = [c for c in candidates if c not in admitted][: max(room, 0)]
+    if new:
+        await session.execute(_ADMIT, {"kpi": kpi, "dimension": dimension, "values": new})
+        admitted.update(new)
+    return admitted
+
+
+# --- offsets -------------------------------------------------------------------------------
+
+
+async def load_offsets(
+    session: AsyncSession, group_id: str, topic: str, partitions: Sequence[int]
+) -> dict[int, StoredOffset]:
+    rows = await session.execute(
+        _LOAD_OFFSETS, {"group_id": group_id, "topic": topic, "partitions": list(partitions)}
+    )
+    return {
+        r.partition: StoredOffset(
+            r.next_offset,
+            Watermark(
+                None if r.max_event_time is None else to_us(r.max_event_time),
+                None if r.max_received_at is None else to_us(r.max_received_at),
+            ),
+        )
+        for r in rows
+    }
+
+
+async def store_offsets(
+    session: AsyncSession,
+    group_id: str,
+    topic: str,
+    next_offsets: Mapping[int, int],
+    marks: Mapping[int, Watermark],
+    watermark_delay_us: int,
+) -> None:
+    partitions = sorted(next_offsets)
+    if not partitions:
+        return
+
+    def moment(us: int | None) -> datetime | None:
+        return None if us is None else from_us(us)
+
+    empty = Watermark()
+    await session.execute(
+        _UPSERT_OFFSETS,
+        {
+            "group_id": group_id,
+            "topic": topic,
+            "partitions": partitions,
+            "offsets": [next_offsets[p] for p in partitions],
+            "max_events": [moment(marks.get(p, empty).max_event) for p in partitions],
+            "max_received": [moment(marks.get(p, empty).max_received) for p in partitions],
+            "watermarks": [
+                moment(marks.get(p, empty).complete_before(watermark_delay_us)) for p in partitions
+            ],
+        },
+    )

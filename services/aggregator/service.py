@@ -1,0 +1,281 @@
+"""The aggregator as a component: `start()`, `run()` until asked to stop, `stop()`.
+
+Pipeline per batch: collect records -> assemble (decode, lateness, in-batch dedupe) ->
+DLQ the rejected ones (acked) -> one transaction (events, KPI state, offsets) -> after the
+commit, announce the changed KPI ranges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.aggregator import dlq, metrics, repository, updates
+from services.aggregator.batch import Batch, Policy, Rejected, assemble
+from services.aggregator.consumer import EventConsumer
+from services.aggregator.definitions import Definitions, listen
+from services.aggregator.guard import CardinalityGuard
+from services.aggregator.repository import StoredOffset
+from services.aggregator.settings import AggregatorSettings
+from services.aggregator.watermark import Watermark
+from services.aggregator.writer import Abandoned, BadData, BatchWriter, Prepared, Written
+from shared.db import make_engine, make_sessionmaker, transaction
+from shared.kafka import ensure_topics, make_producer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Aggregator:
+    def __init__(self, settings: AggregatorSettings) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.definitions = Definitions()
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._producer = make_producer(settings, client_id="pacekeeper-aggregator")
+        self._consumer = EventConsumer(settings, self._load_offsets)
+        self._writer: BatchWriter | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._db_ok = False
+        self._policy = Policy(settings.watermark_delay_us, settings.allowed_lateness_us)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self._engine = make_engine(s, application_name="pacekeeper-aggregator")
+        self._sessions = make_sessionmaker(self._engine)
+        self._writer = BatchWriter(
+            self._sessions,
+            self.definitions,
+            CardinalityGuard(),
+            group_id=s.aggregator_group_id,
+            topic=s.events_topic,
+            watermark_delay_us=s.watermark_delay_us,
+            retry_max_delay=s.aggregator_retry_max_delay,
+        )
+        partitions = s.aggregator_topic_partitions
+        await ensure_topics(
+            s, {s.events_topic: partitions, s.dlq_topic: 1, s.kpi_updates_topic: partitions}
+        )
+        await self._producer.start()
+        await self._retrying("load KPI definitions", self._reload)
+        self._tasks.append(
+            asyncio.create_task(listen(s.database_url.get_secret_value(), self._reload_quietly))
+        )
+        self._tasks.append(asyncio.create_task(self._purge_dedupe()))
+        await self._consumer.start()
+        log.info(
+            "aggregator started",
+            extra={"topic": s.events_topic, "group": s.aggregator_group_id},
+        )
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._consumer.stop()
+        await self._producer.stop()
+        if self._engine is not None:
+            await self._engine.dispose()
+        log.info("aggregator stopped")
+
+    async def ready(self) -> bool:
+        return self._db_ok and self._consumer.assigned and not self.stopping.is_set()
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Collect and decode batch N+1 while batch N is written (on two cores that CPU work
+        fits in the database waits).
+
+        Only the write holds `consumer.lock`. Collecting must not: aiokafka's getmany waits
+        for a rebalance to finish, and the rebalance listener waits for the lock — holding
+        it across getmany deadlocks the rebalance. A batch collected across a rebalance that
+        does not continue the committed positions is dropped and fetched again.
+        """
+        s = self.settings
+        ahead: asyncio.Task[Prepared] | None = None
+        try:
+            while not self.stopping.is_set():
+                if ahead is None:
+                    ahead = asyncio.create_task(self._prepare(self._consumer.marks))
+                ready = await ahead
+                ahead = None
+                if not ready.records:
+                    continue
+                async with self._consumer.lock:
+                    if not self._consumer.in_order(ready.records):
+                        await self._consumer.rewind(ready.records)
+                        continue
+                    ahead = asyncio.create_task(self._prepare(ready.batch.marks))
+                    metrics.batch_size.observe(len(ready.records))
+                    try:
+                        written = await self._process(ready.records, ready.batch, set(), ready)
+                    except Abandoned:
+                        log.info("shutting down: batch abandoned, it will be read again")
+                        return
+                await updates.publish(self._producer, s.kpi_updates_topic, written.ranges)
+        finally:
+            if ahead is not None:
+                await _discard(ahead)
+
+    async def _prepare(self, marks: Mapping[int, Watermark]) -> Prepared:
+        s = self.settings
+        records = await self._consumer.collect(
+            s.aggregator_batch_max_events, s.aggregator_batch_max_wait
+        )
+        # Decoding and pre-aggregating are pure Python: on a worker thread they run while the
+        # event loop waits on the database for the batch being written (the GIL is free
+        # during those waits), instead of delaying its next statement.
+        return await asyncio.to_thread(self._assemble, records, dict(marks))
+
+    def _assemble(self, records: list[ConsumerRecord], marks: Mapping[int, Watermark]) -> Prepared:
+        assert self._writer is not None
+        return self._writer.prepare(records, assemble(records, marks, self._policy))
+
+    async def _process(
+        self,
+        records: Sequence[ConsumerRecord],
+        batch: Batch,
+        sent: set[tuple[int, int]],
+        prepared: Prepared | None = None,
+    ) -> Written:
+        """Write one batch; on data the database refuses, split it until the culprit is one
+        record, which goes to the DLQ — the stream never stops on one bad message."""
+        assert self._writer is not None
+        await self._dead_letter(
+            [r for r in batch.rejected if (r.partition, r.offset) not in sent], sent
+        )
+        try:
+            written = await self._writer.write_retrying(batch, self.stopping, prepared)
+        except BadData as exc:
+            if len(records) == 1:
+                record = records[0]
+                log.error(
+                    "record refused by the database, sent to the DLQ",
+                    extra={"partition": record.partition, "offset": record.offset},
+                )
+                reason = f"refused by the database: {exc}"
+                await self._dead_letter(
+                    [Rejected(record.partition, record.offset, record.key, record.value, reason)],
+                    sent,
+                )
+                batch.events.clear()
+                written = await self._writer.write_retrying(batch, self.stopping)
+            else:
+                middle = len(records) // 2
+                first_half = assemble(records[:middle], self._consumer.marks, self._policy)
+                first = await self._process(records[:middle], first_half, sent)
+                second_half = assemble(records[middle:], self._consumer.marks, self._policy)
+                second = await self._process(records[middle:], second_half, sent)
+                return _combine(first, second)
+        self._consumer.committed(batch.next_offsets, batch.marks)
+        self._db_ok = True
+        metrics.events_applied.inc(written.applied)
+        metrics.duplicates_dropped.inc(written.duplicates)
+        metrics.late_events.inc(batch.late)
+        metrics.too_late_events.inc(batch.too_late)
+        for (kpi, dimension), count in written.folds.items():
+            metrics.cardinality_folds.labels(kpi, dimension).inc(count)
+        return written
+
+    async def _dead_letter(self, rejected: list[Rejected], sent: set[tuple[int, int]]) -> None:
+        if not rejected:
+            return
+        delay = 0.1
+        while True:
+            try:
+                await dlq.publish(
+                    self._producer, self.settings.dlq_topic, self.settings.events_topic, rejected
+                )
+                break
+            except Exception as exc:  # any send failure: retry, never skip
+                if self.stopping.is_set():
+                    raise Abandoned from exc
+                log.warning("DLQ publish failed, retrying", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.aggregator_retry_max_delay)
+        sent.update((r.partition, r.offset) for r in rejected)
+
+    # --- database helpers ---------------------------------------------------------------
+
+    async def _load_offsets(self, partitions: Sequence[int]) -> dict[int, StoredOffset]:
+        async def load() -> dict[int, StoredOffset]:
+            assert self._sessions is not None
+            async with transaction(self._sessions) as session:
+                return await repository.load_offsets(
+                    session,
+                    self.settings.aggregator_group_id,
+                    self.settings.events_topic,
+                    partitions,
+                )
+
+        return await self._retrying("load offsets", load)
+
+    async def _reload(self) -> None:
+        assert self._sessions is not None
+        async with transaction(self._sessions) as session:
+            await self.definitions.load(session)
+        self._db_ok = True
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await self._reload()
+        except Exception as exc:  # noqa: BLE001  # the next batch reloads anyway
+            log.warning("KPI definitions reload failed", extra={"error": str(exc)})
+
+    async def _retrying(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.1
+        while True:
+            try:
+                return await action()
+            except Exception as exc:  # the database may be restarting
+                self._db_ok = False
+                if self.stopping.is_set():
+                    raise
+                log.warning(f"{what} failed, retrying", extra={"error": str(exc).splitlines()[0]})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.aggregator_retry_max_delay)
+
+    async def _purge_dedupe(self) -> None:
+        """Forget (source, id) pairs older than the dedupe window, a slice at a time."""
+        assert self._sessions is not None
+        window = self.settings.dedupe_window
+        while True:
+            await asyncio.sleep(self.settings.aggregator_dedupe_purge_interval)
+            try:
+                deleted = 1
+                while deleted:
+                    async with transaction(self._sessions) as session:
+                        deleted = await repository.purge_dedupe(session, window)
+            except Exception as exc:  # noqa: BLE001  # retried at the next interval
+                log.warning("dedupe purge failed", extra={"error": str(exc)})
+
+
+async def _discard(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _combine(first: Written, second: Written) -> Written:
+    out = Written(first.applied + second.applied, first.duplicates + second.duplicates)
+    out.ranges = dict(first.ranges)
+    for kpi, (lo, hi) in second.ranges.items():
+        current = out.ranges.get(kpi)
+        out.ranges[kpi] = (
+            (lo, hi) if current is None else (min(current[0], lo), max(current[1], hi))
+        )
+    out.folds = first.folds + second.folds
+    return out

@@ -1,0 +1,163 @@
+"""One database transaction per batch: the exactly-once core.
+
+In one transaction: the definitions barrier, the events not seen before (dedupe on
+(source, id)), the KPI state those — and only those — produce, and the partitions' next
+offsets with their watermarks. Either all of it commits or none of it does; on start and
+on every assignment the consumer resumes from the stored offsets. A batch replayed after
+a crash therefore finds its events already deduplicated and its offsets already past it,
+or finds nothing of it at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.aggregator import metrics, repository
+from services.aggregator.batch import Batch
+from services.aggregator.catalog import Catalog
+from services.aggregator.definitions import Definitions
+from services.aggregator.guard import CardinalityGuard
+from services.aggregator.rollup import Rollup, fold, rollup
+from services.aggregator.updates import Ranges, changed_ranges
+from shared.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+class BadData(Exception):
+    """The database refused something in this batch's data (SQLSTATE class 22)."""
+
+
+class Abandoned(Exception):
+    """Shutdown while the batch could not be written; nothing of it was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch collected and worked on ahead of its transaction."""
+
+    records: list[Any]  # the Kafka records (aiokafka ConsumerRecord)
+    batch: Batch
+    catalog: Catalog
+    state: Rollup  # rollup of every event, valid if all turn out new and definitions hold
+    event_lines: list[str]
+
+
+@dataclass(slots=True)
+class Written:
+    applied: int = 0
+    duplicates: int = 0
+    ranges: Ranges = field(default_factory=dict)
+    folds: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(original, psycopg.errors.DataError)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        definitions: Definitions,
+        guard: CardinalityGuard,
+        *,
+        group_id: str,
+        topic: str,
+        watermark_delay_us: int,
+        retry_max_delay: float = 5.0,
+    ) -> None:
+        self._sessions = sessions
+        self._definitions = definitions
+        self._guard = guard
+        self._group_id = group_id
+        self._topic = topic
+        self._delay_us = watermark_delay_us
+        self._retry_max_delay = retry_max_delay
+
+    def prepare(self, records: list[Any], batch: Batch) -> Prepared:
+        """CPU work done before the transaction, while the previous batch is being written:
+        the rollup (assuming every event is new, as it nearly always is) and the COPY text."""
+        catalog = self._definitions.catalog
+        return Prepared(
+            records,
+            batch,
+            catalog,
+            rollup(batch.events, catalog),
+            repository.event_lines(batch.events),
+        )
+
+    async def write(self, batch: Batch, prepared: Prepared | None = None) -> Written:
+        started = time.perf_counter()
+        out = Written()
+        async with transaction(self._sessions) as session:
+            if await self._definitions.ensure_current(session):
+                self._guard.clear()
+            catalog = self._definitions.catalog
+            lines = prepared.event_lines if prepared is not None else None
+            fresh = await repository.insert_events(session, batch.events, lines)
+            out.applied = len(fresh)
+            out.duplicates = len(batch.events) - len(fresh) + batch.duplicates_in_batch
+            if (
+                prepared is not None
+                and prepared.catalog is catalog
+                and out.applied == len(batch.events)
+            ):
+                state = prepared.state
+            else:  # duplicates, or definitions changed: derive from exactly the new events
+                state = rollup(fresh, catalog)
+            admitted, pending = await self._guard.resolve(session, state, catalog)
+            state, folds = fold(state, admitted)
+            await repository.lock_kpis_shared(session, state.kpis())
+            await repository.write_state(session, state, catalog)
+            await repository.store_offsets(
+                session,
+                self._group_id,
+                self._topic,
+                batch.next_offsets,
+                batch.marks,
+                self._delay_us,
+            )
+        # Committed: now (and only now) let the cache and the world know.
+        self._guard.commit(pending, catalog)
+        for (kpi, index), count in folds.items():
+            out.folds[(kpi, catalog.dimensions(kpi)[index])] += count
+        out.ranges = changed_ranges(state, catalog)
+        metrics.commit_seconds.observe(time.perf_counter() - started)
+        return out
+
+    async def write_retrying(
+        self, batch: Batch, stopping: asyncio.Event, prepared: Prepared | None = None
+    ) -> Written:
+        """Write, retrying transient failures (database down, deadlock) with backoff until
+        it works or shutdown begins. Raises BadData for data the database refuses."""
+        delay = 0.1
+        while True:
+            try:
+                return await self.write(batch, prepared)
+            except (SQLAlchemyError, psycopg.Error, OSError) as exc:
+                if _is_data_error(exc):
+                    raise BadData(str(getattr(exc, "orig", exc))) from exc
+                metrics.db_retries.inc()
+                log.warning(
+                    "batch not written, retrying",
+                    extra={"error": str(exc).splitlines()[0], "retry_in": round(delay, 2)},
+                )
+            if stopping.is_set():
+                raise Abandoned
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+                raise Abandoned
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, self._retry_max_delay)

@@ -1,0 +1,1 @@
+"""The alerts HTTP API: config CRUD, silences, alerts, goals, KPI series."""

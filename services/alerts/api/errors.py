@@ -1,0 +1,53 @@
+"""422 answers that name the offending field the way `pacekeeper apply` does (`window`,
+`min_sample.kpi`, `channels[0]`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from shared.config import error_path
+
+
+class Unprocessable(Exception):
+    """A body that is well-formed but refers to things that do not exist, and the like."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+        self.problems = list(problems)
+
+
+def _field(loc: Sequence[Any]) -> str:
+    parts = tuple(loc)
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    return error_path(parts) or "(body)"
+
+
+def details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        {"field": _field(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": jsonable_encoder(details(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(ValidationError)
+    async def _model(request: Request, exc: ValidationError) -> JSONResponse:
+        errors = exc.errors(include_url=False)
+        return JSONResponse({"detail": jsonable_encoder(details(errors))}, status_code=422)
+
+    @app.exception_handler(Unprocessable)
+    async def _refs(request: Request, exc: Unprocessable) -> JSONResponse:
+        body = [{"field": f, "msg": m, "type": "reference"} for f, m in exc.problems]
+        return JSONResponse({"detail": body}, status_code=422)

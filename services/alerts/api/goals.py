@@ -1,0 +1,72 @@
+"""`GET /v1/goals`: every goal with its live pacing, computed by the evaluator's functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+
+from services.alerts import repository
+from services.alerts.api.config import public
+from services.alerts.api.deps import Reader, Session
+from services.alerts.config import ConfigCache
+from services.alerts.evaluation.windows import judgement_time
+from services.alerts.evaluator import GoalReading, read_goals
+
+router = APIRouter(prefix="/v1/goals", tags=["goals"])
+
+
+def _view(reading: GoalReading) -> dict[str, Any]:
+    pace = reading.pace
+    return {
+        **public(reading.goal),
+        "status": pace.status.value,
+        "value": pace.value,
+        "target": pace.target,
+        "expected": pace.expected,
+        "projection": pace.projection,
+        "gap": pace.gap,
+        "elapsed": round(pace.elapsed, 6),
+        "period_start": reading.period.start,
+        "period_end": reading.period.end,
+    }
+
+
+async def _readings(request: Request, session: Session) -> dict[str, GoalReading]:
+    cache: ConfigCache = request.app.state.config_cache
+    config = await cache.refresh(session)
+    now = datetime.now(UTC)
+    topic = request.app.state.settings.events_topic
+    at = judgement_time(now, await repository.watermark(session, topic))
+    return await read_goals(session, config, at)
+
+
+@router.get("", summary="Goals with value, target, expected by now, status, projection, gap")
+async def list_goals(request: Request, session: Session, _: Reader) -> list[dict[str, Any]]:
+    readings = await _readings(request, session)
+    cache: ConfigCache = request.app.state.config_cache
+    out = []
+    for name, goal in cache.current.goals.items():
+        reading = readings.get(name)
+        out.append(_view(reading) if reading else {**public(goal), "status": None})
+    return out
+
+
+@router.get("/{name}", summary="One goal with its pacing and status history")
+async def get_goal(
+    name: str,
+    request: Request,
+    session: Session,
+    _: Reader,
+    history: int = Query(20, ge=0, le=1000),
+) -> dict[str, Any]:
+    readings = await _readings(request, session)
+    cache: ConfigCache = request.app.state.config_cache
+    goal = cache.current.goals.get(name)
+    if goal is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no goal named {name!r}")
+    reading = readings.get(name)
+    view = _view(reading) if reading else {**public(goal), "status": None}
+    view["history"] = await repository.goal_history(session, name, history)
+    return view

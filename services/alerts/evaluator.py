@@ -1,0 +1,717 @@
+"""One evaluation cycle: read KPIs, judge rules and goals, step lifecycles, dispatch groups.
+
+The evaluator keeps every alert and notification group in memory (loaded from the database
+when it becomes the leader) and returns a cycle's changes as a `CycleResult`: the caller
+writes them in one transaction with the outbox rows they cause, and only after the commit
+are they applied in memory. A failed transaction leaves memory as it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.alerts import metrics, repository
+from services.alerts.config import Config, ConfigCache
+from services.alerts.dispatch import (
+    Flush,
+    GroupAlert,
+    GroupState,
+    Status,
+    Timing,
+    group_of,
+    plan,
+    route,
+)
+from services.alerts.evaluation import goals as pacing
+from services.alerts.evaluation.lifecycle import AlertState, State, Transition, step
+from services.alerts.evaluation.rules import (
+    DimsKey,
+    Instance,
+    Query,
+    ReadsCache,
+    Verdict,
+    dims_key,
+    fingerprint,
+    instances,
+    judge,
+    label_name,
+)
+from services.alerts.evaluation.windows import judgement_time, rule_window
+from services.alerts.repository import AlertRecord
+from services.alerts.silence import Acknowledger, Silencer
+from shared.config.alerting import ChannelType, GoalSpec, RuleKind, RuleSpec
+from shared.config.kpis import KpiKind, KpiSpec
+
+# kpi_value calls per round trip: large enough that 10,000 rules need few round trips,
+# small enough that one statement's parameters stay well under a megabyte.
+QUERY_CHUNK = 2000
+_NO_GROUP: dict[DimsKey, dict[str, str]] = {(): {}}
+# Kinds whose value over a window only grows as the window's data arrives.
+MONOTONE_KINDS = frozenset({KpiKind.count, KpiKind.count_distinct})
+BAD_GOAL_STATUSES = (pacing.GoalStatus.at_risk, pacing.GoalStatus.off_track)
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "no end yet"
+
+_templates = SandboxedEnvironment(autoescape=False, undefined=jinja2.ChainableUndefined)
+
+
+@lru_cache(maxsize=4096)
+def _template(source: str) -> jinja2.Template:
+    return _templates.from_string(source)
+
+
+def render(source: str, context: Mapping[str, Any]) -> str:
+    """Annotation templates (`{{ value }}`, `{{ labels.source }}`); a broken one shows as is."""
+    if "{" not in source:
+        return source
+    try:
+        return _template(source).render(**context)
+    except jinja2.TemplateError as exc:
+        return f"{source} (template error: {exc})"
+
+
+@dataclass
+class CycleResult:
+    alerts: dict[str, AlertRecord] = field(default_factory=dict)
+    groups: dict[tuple[str, str], GroupState | None] = field(default_factory=dict)
+    goal_statuses: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    forgotten: list[str] = field(default_factory=list)
+    deliveries: int = 0
+    instances: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GoalReading:
+    goal: GoalSpec
+    period: pacing.GoalPeriod
+    pace: pacing.Pace
+
+
+class Evaluator:
+    def __init__(self, *, default_timezone: str, external_url: str, events_topic: str) -> None:
+        self.config_cache = ConfigCache(default_timezone)
+        self.events_topic = events_topic
+        self.external_url = external_url.rstrip("/")
+        self.alerts: dict[str, AlertRecord] = {}
+        self.groups: dict[tuple[str, str], GroupState] = {}
+        self.goal_statuses: dict[str, tuple[str, datetime]] = {}
+
+    @property
+    def config(self) -> Config:
+        return self.config_cache.current
+
+    async def load(self, session: AsyncSession, now: datetime) -> None:
+        """Take over the state a previous leader left in the database."""
+        await self.config_cache.refresh(session)
+        self.alerts = {a.fingerprint: a for a in await repository.load_alerts(session)}
+        self.groups = {
+            (g["channel"], g["group_key"]): GroupState(
+                channel=g["channel"],
+                group_key=g["group_key"],
+                group_labels=g["group_labels"],
+                created_at=g["created_at"],
+                last_flush_at=g["last_flush_at"],
+                notified=frozenset((fp, int(ep)) for fp, ep in g["notified"]),
+                seq=g["seq"],
+            )
+            for g in await repository.load_groups(session)
+        }
+        self.goal_statuses = await repository.last_goal_statuses(session)
+        self._update_gauges()
+
+    def apply(self, result: CycleResult) -> None:
+        """After the commit: make the written changes the in-memory truth."""
+        self.alerts.update(result.alerts)
+        for key, group in result.groups.items():
+            if group is None:
+                self.groups.pop(key, None)
+            else:
+                self.groups[key] = group
+        self.goal_statuses.update(result.goal_statuses)
+        for fp in result.forgotten:
+            self.alerts.pop(fp, None)
+        self._update_gauges()
+
+    def pending_due(self) -> tuple[datetime, set[str]] | None:
+        """When the earliest pending rule alert has waited its `for`, and the KPIs of all
+        pending rule alerts: a second look then fires it without waiting for a tick."""
+        rules = self.config.rules
+        due: datetime | None = None
+        kpis: set[str] = set()
+        for record in self.alerts.values():
+            rule = rules.get(record.name) if record.origin == "rule" else None
+            if rule is None or record.state.state is not State.pending:
+                continue
+            assert record.state.active_at is not None
+            at = record.state.active_at + rule.for_
+            due = at if due is None else min(due, at)
+            kpis.add(rule.kpi)
+        return None if due is None else (due, kpis)
+
+    def _update_gauges(self) -> None:
+        counts = dict.fromkeys(State, 0)
+        for record in self.alerts.values():
+            counts[record.state.state] += 1
+        for state, count in counts.items():
+            metrics.ALERTS.labels(state.value).set(count)
+
+    # --- the cycle ---------------------------------------------------------------------
+
+    async def cycle(
+        self,
+        session: AsyncSession,
+        now: datetime,
+        *,
+        rules: bool | Iterable[str] = True,
+        goals: bool = True,
+        purge_before: datetime | None = None,
+    ) -> CycleResult:
+        """`rules=True` judges every rule, an iterable of KPI names only the rules reading
+        them, False none (a dispatch-only pass). Writes nothing outside `session`."""
+        config = await self.config_cache.refresh(session)
+        result = CycleResult()
+        if purge_before is not None:
+            result.forgotten = await repository.purge_resolved(session, purge_before)
+        at = now
+        if rules is not False or goals:
+            at = judgement_time(now, await repository.watermark(session, self.events_topic))
+        if rules is True:
+            await self._evaluate_rules(
+                session, config, list(config.rules.values()), at, now, result
+            )
+            self._retire_orphans(config, now, result)
+        elif rules is not False:
+            selected = config.rules_reading(rules)
+            await self._evaluate_rules(session, config, selected, at, now, result)
+        if goals:
+            await self._evaluate_goals(session, config, at, now, result)
+        await self._dispatch(session, config, now, result)
+        await repository.save_alerts(session, result.alerts.values())
+        return result
+
+    # --- rules -------------------------------------------------------------------------
+
+    async def _evaluate_rules(
+        self,
+        session: AsyncSession,
+        config: Config,
+        rules: Sequence[RuleSpec],
+        at: datetime,
+        now: datetime,
+        result: CycleResult,
+    ) -> None:
+        if not rules:
+            return
+        groups = await self._rule_groups(session, config, rules, now)
+        planned: list[Instance] = []
+        cache: ReadsCache = {}
+        for rule in rules:
+            if rule.kpi not in config.kpis:
+                continue  # a rule whose KPI was deleted cannot be judged
+            if rule.name in config.unreadable_rules:
+                # kpi_value would refuse the read and fail the whole pass; the API refuses
+                # such rules, but a file applied by hand may still carry one.
+                continue
+            monotone = config.kpis[rule.kpi].kind in MONOTONE_KINDS
+            planned.extend(
+                instances(
+                    rule,
+                    at,
+                    config.zone,
+                    groups.get(rule.name, _NO_GROUP),
+                    now=now,
+                    monotone=monotone,
+                    cache=cache,
+                )
+            )
+        wanted: set[Query] = set()
+        for reads in cache.values():
+            wanted.update(reads.queries())
+        values = await self._read(session, wanted)
+        for inst in planned:
+            verdict = judge(inst, values)
+            self._step_rule(inst, verdict, now, result)
+        result.instances += len(planned)
+        metrics.RULES_EVALUATED.inc(len(planned))
+
+    async def _rule_groups(
+        self, session: AsyncSession, config: Config, rules: Sequence[RuleSpec], now: datetime
+    ) -> dict[str, dict[DimsKey, dict[str, str]]]:
+        """Per rule with `group_by`: the groups with data in its window, plus the groups that
+        have an active alert (so a group whose data stopped can still resolve)."""
+        wanted: dict[tuple[frozenset[str], datetime, datetime], list[RuleSpec]] = defaultdict(list)
+        for rule in rules:
+            if rule.group_by and rule.kpi in config.kpis:
+                # Up to now, so groups whose only data is still in flight are found; an
+                # absence rule looks back one more window for groups that went quiet.
+                t_from, t_to = rule_window(rule.window, now, config.zone)
+                if rule.kind is RuleKind.absence:
+                    t_from -= t_to - t_from
+                wanted[(config.bases(rule.kpi), t_from, t_to)].append(rule)
+        if not wanted:
+            return {}
+        active: dict[str, list[Mapping[str, str]]] = defaultdict(list)
+        for record in self.alerts.values():
+            if record.origin == "rule" and record.state.is_active:
+                active[record.name].append(record.dims)
+        out: dict[str, dict[DimsKey, dict[str, str]]] = {}
+        for (bases, t_from, t_to), members in wanted.items():
+            present = await repository.dimension_values(session, sorted(bases), t_from, t_to)
+            # Rules sharing a KPI, window and group_by share their groups: project once.
+            shared: dict[tuple[str, ...], dict[DimsKey, dict[str, str]]] = {}
+            for rule in members:
+                by = tuple(rule.group_by)
+                if by not in shared:
+                    shared[by] = _project(present, by)
+                groups = shared[by]
+                if rule.name in active:
+                    groups = {**groups, **_project(active[rule.name], by)}
+                out[rule.name] = groups
+        return out
+
+    async def _read(
+        self, session: AsyncSession, queries: Iterable[Query]
+    ) -> dict[Query, float | None]:
+        unique = list(queries)
+        values: dict[Query, float | None] = {}
+        for i in range(0, len(unique), QUERY_CHUNK):
+            values.update(await repository.kpi_values(session, unique[i : i + QUERY_CHUNK]))
+        return values
+
+    def _step_rule(
+        self, inst: Instance, verdict: Verdict, now: datetime, result: CycleResult
+    ) -> None:
+        rule = inst.rule
+        previous = self.alerts.get(inst.fingerprint)
+        if previous is None and verdict.breaching is not True:
+            return  # the common case: no alert, no breach
+        before = previous.state if previous else AlertState()
+        after, transition = step(
+            before, verdict.breaching, now, for_=rule.for_, keep_firing_for=rule.keep_firing_for
+        )
+        if previous is None and not after.is_active:
+            return  # nothing happened to an alert that never existed
+        changed = transition is not Transition.none or (
+            after.is_active and previous is not None and previous.value != verdict.value
+        )
+        if not changed:
+            return
+        context = {
+            "value": verdict.value,
+            "threshold": rule.value,
+            "previous": verdict.previous,
+            "sample": verdict.sample,
+            "labels": inst.labels,
+            "dims": inst.dims,
+            "kpi": rule.kpi,
+            "window": rule.window,
+        }
+        annotations = {
+            "summary": render(rule.annotations.summary, context)
+            or f"{rule.kpi} over {rule.window} {rule.op.value} {rule.value:g}",
+            "description": render(rule.annotations.description, context),
+        }
+        result.alerts[inst.fingerprint] = AlertRecord(
+            fingerprint=inst.fingerprint,
+            origin="rule",
+            name=rule.name,
+            labels=inst.labels,
+            annotations={k: v for k, v in annotations.items() if v},
+            dims=inst.dims,
+            channels=tuple(rule.channels),
+            state=after,
+            value=verdict.value,
+            context={"kind": rule.kind.value, "previous": verdict.previous},
+        )
+
+    def _retire_orphans(self, config: Config, now: datetime, result: CycleResult) -> None:
+        """Alerts of deleted rules or goals resolve (pending ones just clear)."""
+        for fp, record in self.alerts.items():
+            if not record.state.is_active or fp in result.alerts:
+                continue
+            alive = (record.origin == "rule" and record.name in config.rules) or (
+                record.origin == "goal" and record.name in config.goals
+            )
+            if alive:
+                continue
+            after, _ = step(record.state, False, now)
+            result.alerts[fp] = replace(record, state=after)
+
+    # --- goals -------------------------------------------------------------------------
+
+    async def _evaluate_goals(
+        self,
+        session: AsyncSession,
+        config: Config,
+        at: datetime,
+        now: datetime,
+        result: CycleResult,
+    ) -> None:
+        readings = await read_goals(session, config, at)
+        rows = []
+        for name, reading in readings.items():
+            goal, period, pace = reading.goal, reading.period, reading.pace
+            last = self.goal_statuses.get(name)
+            if last is None or last[0] != pace.status.value or last[1] != period.start:
+                rows.append(
+                    {
+                        "goal": name,
+                        "period_start": period.start,
+                        "period_end": period.end,
+                        "status": pace.status.value,
+                        "value": pace.value,
+                        "target": pace.target,
+                        "expected": pace.expected,
+                        "projection": pace.projection,
+                        "evaluated_at": now,
+                    }
+                )
+                result.goal_statuses[name] = (pace.status.value, period.start)
+            contributors: list[dict[str, Any]] = []
+            if pace.status in BAD_GOAL_STATUSES:
+                contributors = await goal_contributors(session, config, goal, period, at)
+            for status in BAD_GOAL_STATUSES:
+                self._step_goal(goal, period, pace, status, contributors, now, result)
+        await repository.insert_goal_status(session, rows)
+        counts = dict.fromkeys(pacing.GoalStatus, 0)
+        for reading in readings.values():
+            counts[reading.pace.status] += 1
+        for status, count in counts.items():
+            metrics.GOALS.labels(status.value).set(count)
+
+    def _step_goal(
+        self,
+        goal: GoalSpec,
+        period: pacing.GoalPeriod,
+        pace: pacing.Pace,
+        status: pacing.GoalStatus,
+        contributors: list[dict[str, Any]],
+        now: datetime,
+        result: CycleResult,
+    ) -> None:
+        # One alert per goal and bad status: moving from at_risk to off_track resolves the
+        # one and fires the other, so the receiver hears about every worsening.
+        labels = {
+            **goal.labels,
+            "alertname": goal.name,
+            "goal": goal.name,
+            "kpi": goal.kpi,
+            "severity": goal.severity.value,
+            "status": status.value,
+        }
+        fp = fingerprint(labels)
+        previous = self.alerts.get(fp)
+        before = previous.state if previous else AlertState()
+        # No target (a growth goal whose previous period was empty) is nothing to page about.
+        after, transition = step(before, pace.target is not None and pace.status is status, now)
+        if previous is None and not after.is_active:
+            return
+        goal_context = {
+            "name": goal.name,
+            "kpi": goal.kpi,
+            "direction": goal.direction.value,
+            "status": pace.status.value,
+            "value": pace.value,
+            "target": pace.target,
+            "expected": pace.expected,
+            "projection": pace.projection,
+            "gap": pace.gap,
+            "elapsed": round(pace.elapsed, 4),
+            "period_start": period.start.isoformat(),
+            "period_end": period.end.isoformat(),
+            "contributors": contributors,
+        }
+        refreshed = previous is None or (previous.context or {}).get("goal") != goal_context
+        if transition is Transition.none and not (after.is_active and refreshed):
+            return
+        summary = (
+            f"goal {goal.name} is {status.value.replace('_', ' ')}: {goal.kpi} at "
+            f"{_fmt(pace.value)}, expected {_fmt(pace.expected)} by now, target "
+            f"{_fmt(pace.target)}, projected {_fmt(pace.projection)}"
+        )
+        result.alerts[fp] = AlertRecord(
+            fingerprint=fp,
+            origin="goal",
+            name=goal.name,
+            labels=labels,
+            annotations={"summary": summary, "description": goal.description}
+            if goal.description
+            else {"summary": summary},
+            dims=dict(goal.dims),
+            channels=tuple(goal.channels),
+            state=after,
+            value=pace.value,
+            context={"goal": goal_context},
+        )
+
+    # --- dispatch ----------------------------------------------------------------------
+
+    async def _dispatch(
+        self, session: AsyncSession, config: Config, now: datetime, result: CycleResult
+    ) -> None:
+        view = {**self.alerts, **result.alerts}
+        notified = {key for g in self.groups.values() for key in g.notified}
+        notified_fps = {fp for fp, _ in notified}
+        # Firing alerts, and whatever a group last showed firing (in any state now: an
+        # episode that resolved and went pending again still owes its resolve).
+        candidates = [
+            r
+            for r in view.values()
+            if r.state.state is State.firing or r.fingerprint in notified_fps
+        ]
+        silencer = Silencer(tuple(await repository.active_silences(session, now)), now)
+        acks = Acknowledger(await repository.acked_fingerprints(session)) if candidates else None
+        members: dict[tuple[str, str], list[GroupAlert]] = defaultdict(list)
+        labels_of: dict[tuple[str, str], dict[str, str]] = {}
+        for record in candidates:
+            for name in route(record.labels, record.channels, config.channels):
+                channel = config.channels[name]
+                group_key, group_labels = group_of(record.labels, channel.group_by)
+                labels_of[(name, group_key)] = group_labels
+                # Alertmanager has silences of its own and resolves what we stop re-sending,
+                # so acknowledgements do not stop repeats there.
+                honours_acks = channel.type is not ChannelType.alertmanager
+                members[(name, group_key)].append(
+                    self._group_alert(
+                        record,
+                        silenced=silencer.mutes(record.labels),
+                        acked=honours_acks and acks is not None and acks.mutes(record.labels),
+                    )
+                )
+        for key in set(members) | set(self.groups):
+            channel_name, group_key = key
+            alerts = members.get(key, [])
+            group = self.groups.get(key)
+            spec = config.channels.get(channel_name)
+            if spec is None:
+                if group is not None:
+                    await repository.delete_group(session, channel_name, group_key)
+                    result.groups[key] = None
+                continue
+            has_firing = any(a.status is Status.firing for a in alerts)
+            if group is None:
+                if not has_firing:
+                    continue
+                group = GroupState(channel_name, group_key, labels_of[key], created_at=now)
+                result.groups[key] = group
+            flush = plan(group, alerts, now, Timing.of(spec))
+            if flush is not None:
+                group = await self._flush(session, channel_name, group, flush, now, result)
+            if not group.notified and not has_firing:
+                if key in self.groups:
+                    await repository.delete_group(session, channel_name, group_key)
+                result.groups[key] = None
+            elif key in result.groups or group != self.groups.get(key):
+                await repository.save_group(session, _group_row(group))
+                result.groups[key] = group
+
+    async def _flush(
+        self,
+        session: AsyncSession,
+        channel: str,
+        group: GroupState,
+        flush: Flush,
+        now: datetime,
+        result: CycleResult,
+    ) -> GroupState:
+        if not flush.send:
+            return replace(group, notified=flush.notified)
+        seq = group.seq + 1
+        # Random, stored with the intent: stable across retries and restarts, never reused
+        # by a later notification (a group deleted and created again restarts its seq).
+        key = uuid.uuid4().hex
+        payload = self._payload(channel, group, flush, key)
+        await repository.enqueue_delivery(
+            session,
+            channel=channel,
+            group_key=group.group_key,
+            seq=seq,
+            idempotency_key=key,
+            payload=payload,
+        )
+        result.deliveries += 1
+        return replace(group, last_flush_at=now, notified=flush.notified, seq=seq)
+
+    def _group_alert(self, record: AlertRecord, *, silenced: bool, acked: bool) -> GroupAlert:
+        state = record.state
+        return GroupAlert(
+            fingerprint=record.fingerprint,
+            episode=state.episode,
+            status=Status.firing if state.state is State.firing else Status.resolved,
+            labels=record.labels,
+            annotations=record.annotations,
+            starts_at=state.fired_at or state.active_at,
+            ends_at=state.resolved_at if state.state is State.resolved else None,
+            value=record.value,
+            context={"origin": record.origin, "name": record.name, **(record.context or {})},
+            silenced=silenced,
+            acked=acked,
+        )
+
+    def _payload(self, channel: str, group: GroupState, flush: Flush, key: str) -> dict[str, Any]:
+        """Alertmanager's webhook body (version 4) plus `idempotencyKey`, each alert's
+        `value` and, for goals, the goal's pacing in `goal`."""
+        alerts = [*flush.firing, *flush.resolved]
+        common_labels = _common([a.labels for a in alerts])
+        common_annotations = _common([a.annotations for a in alerts])
+        return {
+            "version": "4",
+            "groupKey": f"{channel}:{group.group_key}",
+            "truncatedAlerts": 0,
+            "status": "firing" if flush.firing else "resolved",
+            "receiver": channel,
+            "groupLabels": dict(group.group_labels),
+            "commonLabels": common_labels,
+            "commonAnnotations": common_annotations,
+            "externalURL": self.external_url,
+            "idempotencyKey": key,
+            "alerts": [self._alert_json(a) for a in alerts],
+        }
+
+    def _alert_json(self, alert: GroupAlert) -> dict[str, Any]:
+        origin = alert.context.get("origin", "rule")
+        name = alert.context.get("name", "")
+        out: dict[str, Any] = {
+            "status": alert.status.value,
+            "labels": dict(alert.labels),
+            "annotations": dict(alert.annotations),
+            "startsAt": alert.starts_at.isoformat() if alert.starts_at else ZERO_TIME,
+            "endsAt": alert.ends_at.isoformat() if alert.ends_at else ZERO_TIME,
+            "generatorURL": f"{self.external_url}/v1/{origin}s/{name}",
+            "fingerprint": alert.fingerprint,
+            "episode": alert.episode,
+            "value": alert.value,
+            "acknowledged": alert.acked,
+        }
+        if "goal" in alert.context:
+            out["goal"] = alert.context["goal"]
+        return out
+
+
+# --- goal readings (shared with GET /v1/goals) ------------------------------------------
+
+
+def _goal_queries(
+    goal: GoalSpec, kpi: KpiSpec, period: pacing.GoalPeriod, at: datetime
+) -> tuple[Query, Query, Query | None]:
+    dims = dims_key(goal.dims)
+    elapsed = period.elapsed(at)
+    to_date = Query(goal.kpi, period.start, min(max(at, period.start), period.end), dims)
+    previous = Query(goal.kpi, period.previous_start, period.previous_end, dims)
+    shape = None
+    if kpi.kind in pacing.CUMULATIVE_KINDS:
+        shape = Query(goal.kpi, period.previous_start, period.previous_at(elapsed), dims)
+    return to_date, previous, shape
+
+
+async def read_goals(session: AsyncSession, config: Config, at: datetime) -> dict[str, GoalReading]:
+    """Pacing of every goal whose period has started and whose KPI exists, in one read."""
+    plans: dict[str, tuple[GoalSpec, pacing.GoalPeriod, tuple[Query, Query, Query | None]]] = {}
+    for name, goal in config.goals.items():
+        kpi = config.kpis.get(goal.kpi)
+        if kpi is None:
+            continue
+        period = pacing.goal_period(goal, at, config.zone)
+        if at < period.start:
+            continue
+        plans[name] = (goal, period, _goal_queries(goal, kpi, period, at))
+    queries = [q for _, _, qs in plans.values() for q in qs if q is not None]
+    values = await repository.kpi_values(session, list(dict.fromkeys(queries)))
+    out = {}
+    for name, (goal, period, (to_date, previous, shape)) in plans.items():
+        pace = pacing.pace(
+            goal,
+            kind=config.kpis[goal.kpi].kind,
+            value=values.get(to_date),
+            elapsed=period.elapsed(at),
+            previous_total=values.get(previous),
+            previous_to_date=values.get(shape) if shape else None,
+        )
+        out[name] = GoalReading(goal, period, pace)
+    return out
+
+
+async def goal_contributors(
+    session: AsyncSession, config: Config, goal: GoalSpec, period: pacing.GoalPeriod, at: datetime
+) -> list[dict[str, Any]]:
+    """The dimension values pulling the goal's KPI the wrong way the most, against the
+    previous period at the same point (first declared dimension of the goal's KPI)."""
+    kpi = config.kpis.get(goal.kpi)
+    dimensions: list[str] = list(getattr(kpi, "dimensions", []) or [])
+    dimensions = [d for d in dimensions if d not in goal.dims]
+    if not dimensions:
+        return []
+    field_name = dimensions[0]
+    elapsed = period.elapsed(at)
+    t_to = min(at, period.end)
+    prev_to = period.previous_at(elapsed)
+    present = await repository.dimension_values(
+        session, sorted(config.bases(goal.kpi)), period.previous_start, t_to
+    )
+    values = sorted({d[field_name] for d in present if field_name in d})[:50]
+    if not values:
+        return []
+    queries: dict[str, tuple[Query, Query]] = {}
+    for value in values:
+        dims = dims_key({**goal.dims, field_name: value})
+        queries[value] = (
+            Query(goal.kpi, period.start, t_to, dims),
+            Query(goal.kpi, period.previous_start, prev_to, dims),
+        )
+    read = await repository.kpi_values(session, [q for pair in queries.values() for q in pair])
+    current = {v: read.get(q[0]) or 0.0 for v, q in queries.items()}
+    previous = {v: read.get(q[1]) or 0.0 for v, q in queries.items()}
+    top = pacing.top_contributors(current, previous, goal.direction)
+    return [
+        {
+            "dims": {label_name(field_name): v},
+            "value": current[v],
+            "previous": previous[v],
+            "delta": d,
+        }
+        for v, d in top
+    ]
+
+
+def _project(
+    dims_sets: Iterable[Mapping[str, str]], by: Sequence[str]
+) -> dict[DimsKey, dict[str, str]]:
+    """The distinct groups (values of the `by` dimensions) among dimension sets."""
+    out: dict[DimsKey, dict[str, str]] = {}
+    for dims in dims_sets:
+        if all(f in dims for f in by):
+            group = {f: dims[f] for f in by}
+            out.setdefault(dims_key(group), group)
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    if not maps:
+        return {}
+    first = dict(maps[0])
+    return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
+
+
+def _group_row(group: GroupState) -> dict[str, Any]:
+    return {
+        "channel": group.channel,
+        "group_key": group.group_key,
+        "group_labels": dict(group.group_labels),
+        "created_at": group.created_at,
+        "last_flush_at": group.last_flush_at,
+        "notified": sorted([fp, ep] for fp, ep in group.notified),
+        "seq": group.seq,
+    }

@@ -1,0 +1,54 @@
+"""Alerts settings: `PACEKEEPER_ALERTS_*` on top of the shared base."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+
+from shared.settings import BaseServiceSettings
+
+
+class AlertsSettings(BaseServiceSettings):
+    alerts_host: str = "127.0.0.1"
+    alerts_port: int = Field(8082, ge=0, le=65535)
+    # GETs only; unset means only the admin token can read.
+    alerts_read_token: SecretStr | None = None
+    # Public URL of this API, linked from notifications (Alertmanager's externalURL).
+    alerts_external_url: str = "http://127.0.0.1:8082"
+
+    # Every rule and goal is evaluated this often; KPI updates from the aggregator trigger
+    # the affected rules in between.
+    alerts_tick_seconds: float = Field(30.0, gt=0)
+    # KPI updates arriving within this long are evaluated together (the aggregator commits
+    # batches every few hundred ms; one evaluation per burst, not per message).
+    alerts_update_debounce_seconds: float = Field(0.05, ge=0)
+    # Due notification groups (group_wait, group_interval, repeat_interval) are looked at
+    # this often, so timers are honoured to within this much.
+    alerts_dispatch_seconds: float = Field(1.0, gt=0)
+    alerts_consume_updates: bool = True
+    # Evaluate and enqueue, but leave delivery to another instance or a later start. For
+    # staged roll-outs and for the crash test, which must stop between the two.
+    alerts_deliver: bool = True
+
+    # Leader election: a standby tries the advisory lock this often. The server drops a
+    # dead leader's connection after ~11 s of failed TCP keepalives (5 s idle + 3 x 2 s),
+    # so a standby takes over within 15 s even when the leader's host vanishes.
+    alerts_standby_poll_seconds: float = Field(2.0, gt=0)
+    alerts_lease_heartbeat_seconds: float = Field(5.0, gt=0)
+
+    # Delivery: attempts per notification and the exponential backoff between them.
+    alerts_delivery_max_attempts: int = Field(8, ge=1, le=100)
+    alerts_delivery_backoff_seconds: float = Field(1.0, gt=0)
+    alerts_delivery_backoff_max_seconds: float = Field(300.0, gt=0)
+    alerts_delivery_timeout_seconds: float = Field(10.0, gt=0)
+    alerts_delivery_concurrency: int = Field(16, ge=1, le=256)
+
+    # Resolved alerts stay listed under GET /v1/alerts this long.
+    alerts_resolved_retention_hours: float = Field(168.0, gt=0)
+    alerts_shutdown_timeout_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tokens_differ(self) -> AlertsSettings:
+        read = self.alerts_read_token
+        if read is not None and read.get_secret_value() == self.admin_token.get_secret_value():
+            raise ValueError("PACEKEEPER_ALERTS_READ_TOKEN must differ from the admin token")
+        return self

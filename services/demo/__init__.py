@@ -1,0 +1,1 @@
+"""The demo: a product simulator, a live scorecard, the performance review and `make demo`."""

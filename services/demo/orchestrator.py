@@ -1,0 +1,511 @@
+"""`make demo`: the whole product on one machine, fed by simulated products, in one terminal.
+
+Steps, in order: a fresh schema and topics for this run; migrate; start the webhook receiver;
+apply the example config (its webhook channel points at the receiver, signed with a fresh
+secret); start ingest and aggregator as `pacekeeper run …` processes and create an API key
+per simulated source; send a few hours of history (an incident already under way) and wait
+until it is aggregated; start the alerts service; keep live traffic flowing and redraw the
+scorecard until Ctrl-C or `PACEKEEPER_DEMO_DURATION` seconds. Everything it started, it
+stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from services.demo.api import AlertsApi, metric_sum, scrape
+from services.demo.receiver import Delivery, WebhookReceiver
+from services.demo.scorecard import Endpoints, ScorecardCollector, render
+from services.demo.sender import IngestSender, drive
+from services.demo.settings import DemoSettings
+from services.demo.simulator import (
+    SOURCES,
+    EventStream,
+    Incident,
+    Profile,
+    SimConfig,
+    Simulator,
+)
+from shared.config import PacekeeperConfig, load_config_text
+from shared.config.store import apply_config
+from shared.db import make_engine, make_sessionmaker, make_sync_engine, transaction
+from shared.migrations import upgrade
+from shared.settings import EVENTS_TOPIC
+
+STOP_TIMEOUT = 15.0  # the services' own shutdown timeouts are 10 s
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def pacekeeper_command() -> list[str]:
+    """The CLI of this very installation (the venv's entry point beside its python)."""
+    beside = Path(sys.executable).with_name("pacekeeper")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("pacekeeper")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from services.cli import main; main()"]
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    env: Mapping[str, str]
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            *pacekeeper_command(),
+            "run",
+            self.name,
+            env=dict(self.env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=asyncio.subprocess.STDOUT,
+            # Its own session: Ctrl-C reaches only the demo, which stops services in order.
+            start_new_session=True,
+        )
+
+    @property
+    def exited(self) -> bool:
+        return self.process is not None and self.process.returncode is not None
+
+    async def stop(self) -> None:
+        process = self.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def child_env(settings: DemoSettings, base: Mapping[str, str]) -> dict[str, str]:
+    env = dict(base)
+    # A livelier alerts service unless the caller chose its own tick.
+    env.setdefault("PACEKEEPER_ALERTS_TICK_SECONDS", str(settings.demo_alerts_tick_seconds))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+async def create_key(env: Mapping[str, str], source: str) -> str:
+    """`pacekeeper keys create --source S` prints the key alone on its last line."""
+    process = await asyncio.create_subprocess_exec(
+        *pacekeeper_command(),
+        "keys",
+        "create",
+        "--source",
+        source,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    lines = [line.strip() for line in out.decode().splitlines() if line.strip()]
+    if process.returncode != 0 or not lines:
+        raise DemoError(f"could not create an API key for {source}: {err.decode().strip()}")
+    return lines[-1]
+
+
+async def revoke_key(env: Mapping[str, str], key: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *pacekeeper_command(),
+        "keys",
+        "revoke",
+        key,
+        env=dict(env),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await process.wait()
+
+
+async def wait_ready(
+    services: dict[str, ServiceProcess], urls: dict[str, str], limit: float
+) -> None:
+    """Until every service answers its health URL; fail fast when one exits."""
+    deadline = time.monotonic() + limit
+    pending = dict(urls)
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while pending:
+            for name, url in list(pending.items()):
+                if services[name].exited:
+                    raise DemoError(
+                        f"{name} exited during start-up; its log ends with:\n"
+                        + services[name].tail()
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        del pending[name]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise DemoError(f"not ready after {limit:.0f} s: {', '.join(pending)}")
+            await asyncio.sleep(0.5)
+
+
+def drop_schema(settings: DemoSettings, schema: str) -> None:
+    engine = make_sync_engine(settings, application_name="pacekeeper-demo")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        engine.dispose()
+
+
+async def drop_topics(settings: DemoSettings, prefix: str) -> None:
+    """Delete the topics of earlier demo runs (best effort: a broker that refuses is fine)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        await admin.start()
+        old = [t for t in await admin.list_topics() if t.startswith(f"{prefix}-")]
+        if old:
+            await admin.delete_topics(old)
+    except KafkaError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def isolate(settings: DemoSettings) -> tuple[DemoSettings, dict[str, str]]:
+    """This run's schema and topics, fresh; and the environment that points services at them.
+
+    Kept when the caller chose its own (tests do), or when PACEKEEPER_DEMO_ISOLATE=false."""
+    if not settings.demo_isolate:
+        return settings, {}
+    updates: dict[str, str] = {}
+    if settings.database_schema is None:
+        await asyncio.to_thread(drop_schema, settings, settings.demo_schema)
+        updates["database_schema"] = settings.demo_schema
+    if settings.events_topic == EVENTS_TOPIC:
+        await drop_topics(settings, settings.demo_topic_prefix)
+        run = f"{settings.demo_topic_prefix}-{int(time.time())}"
+        updates |= {
+            "events_topic": f"{run}.events.v1",
+            "dlq_topic": f"{run}.events.dlq.v1",
+            "kpi_updates_topic": f"{run}.kpi-updates.v1",
+        }
+    env = {f"PACEKEEPER_{key.upper()}": value for key, value in updates.items()}
+    return settings.model_copy(update=updates), env
+
+
+async def apply_example(settings: DemoSettings, config: PacekeeperConfig) -> None:
+    engine = make_engine(settings, application_name="pacekeeper-demo", pool_size=1)
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            await apply_config(session, config)
+    finally:
+        await engine.dispose()
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings, console: Console) -> None:
+        self.settings = settings
+        self.console = console
+        self.stop = asyncio.Event()
+        self.log: deque[str] = deque(maxlen=6)
+        self.services: dict[str, ServiceProcess] = {}
+        self.keys: dict[str, str] = {}
+        self.receiver: WebhookReceiver | None = None
+        self.started = time.monotonic()  # PACEKEEPER_DEMO_DURATION counts from here
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        line = delivery.line()
+        self.log.append(line)
+        self.console.print(Text.assemble(("receiver ", "bold magenta"), line))
+
+    def _say(self, message: str) -> None:
+        stamp = f"{datetime.now(UTC).astimezone():%H:%M:%S} "
+        self.console.print(Text.assemble(("demo ", "bold blue"), stamp, message))
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop.set)
+        if self.settings.demo_duration > 0:
+            loop.call_later(self.settings.demo_duration, self.stop.set)
+        try:
+            await self._run()
+            return 0
+        except DemoError as exc:
+            self.console.print(Text.assemble(("demo failed: ", "bold red"), str(exc)))
+            return 1
+        finally:
+            await self._shutdown()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    async def _run(self) -> None:
+        self.settings, isolated = await isolate(self.settings)
+        s = self.settings
+        env = child_env(s, {**os.environ, **isolated})
+        where = f"schema {s.database_schema}" if s.database_schema else "the default schema"
+        self._say(f"migrating {where}; events on topic {s.events_topic}")
+        await asyncio.to_thread(upgrade, s)
+
+        secret = s.demo_webhook_secret.get_secret_value() if s.demo_webhook_secret else None
+        secret = secret or secrets.token_urlsafe(24)
+        self.receiver = WebhookReceiver(
+            secret,
+            host=s.demo_webhook_host,
+            port=s.demo_webhook_port,
+            on_delivery=self._on_delivery,
+        )
+        try:
+            await self.receiver.start()
+        except RuntimeError as exc:
+            raise DemoError(f"{exc}: set PACEKEEPER_DEMO_WEBHOOK_PORT to a free port") from exc
+        self._say(f"webhook receiver listening on {self.receiver.url}")
+
+        config_env = {
+            **os.environ,
+            "PACEKEEPER_DEMO_WEBHOOK_SECRET": secret,
+            "PACEKEEPER_DEMO_WEBHOOK_URL": self.receiver.url,
+        }
+        config = load_config_text(s.demo_config.read_text(encoding="utf-8"), env=config_env)
+        await apply_example(s, config)
+        self._say(
+            f"applied {s.demo_config.name}: {len(config.kpis)} KPIs, {len(config.goals)} goals, "
+            f"{len(config.rules)} rules, {len(config.channels)} channels"
+        )
+
+        # Keys are made while the services start: each is a CLI run of a few seconds.
+        making_keys = asyncio.gather(*(create_key(env, source) for source in SOURCES))
+        # Ingest and aggregator first: the history is in place before the alerts service
+        # judges anything, so goals start from real numbers instead of "no data".
+        try:
+            await self._start_services(("ingest", "aggregator"), env)
+        finally:
+            keys = await making_keys
+        self.keys = dict(zip(SOURCES, keys, strict=True))
+        self._say(f"created an API key for each source: {', '.join(SOURCES)}")
+        await self._simulate_and_show(config, env)
+
+    async def _start_services(self, names: tuple[str, ...], env: Mapping[str, str]) -> None:
+        s = self.settings
+        health = {
+            "ingest": f"{s.demo_ingest_url}/readyz",
+            "aggregator": f"{s.demo_aggregator_url}/healthz",
+            "alerts": f"{s.demo_alerts_url}/healthz",
+        }
+        for name in names:
+            service = ServiceProcess(name, env, s.demo_log_dir / f"{name}.log")
+            self.services[name] = service
+            await service.start()
+        await wait_ready(self.services, {n: health[n] for n in names}, s.demo_start_timeout)
+        self._say(f"{', '.join(names)} up (logs in {s.demo_log_dir})")
+
+    async def _load_history(
+        self, stream: EventStream, sender: IngestSender, now: datetime, feeding: asyncio.Task[None]
+    ) -> None:
+        """Wait until the history is sent and aggregated (consumer lag 0), showing progress."""
+        s = self.settings
+        deadline = time.monotonic() + s.demo_start_timeout
+        last_said = 0.0
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while not self.stop.is_set():
+                if feeding.done():
+                    feeding.result()
+                    return
+                samples = await scrape(client, f"{s.demo_aggregator_url}/metrics")
+                lag = metric_sum(samples, "pacekeeper_aggregator_consumer_lag") if samples else None
+                sent = stream.position >= now and sender.backlog == 0
+                if sent and lag == 0:
+                    self._say(f"history in place: {sender.stats.accepted:,} events aggregated")
+                    return
+                if time.monotonic() - last_said >= 5:
+                    self._say(
+                        f"loading history: {sender.stats.accepted:,} events sent, "
+                        f"up to {stream.position.astimezone():%H:%M}, aggregator lag "
+                        f"{'?' if lag is None else f'{lag:,.0f}'}"
+                    )
+                    last_said = time.monotonic()
+                if time.monotonic() > deadline:
+                    raise DemoError("the history did not load in time; see the service logs")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), 1.0)
+
+    def _simulator(self, config: PacekeeperConfig, now: datetime) -> Simulator:
+        s = self.settings
+        incidents: tuple[Incident, ...] = ()
+        if s.demo_scenario is not None:
+            start = now - s.demo_incident_lead
+            incidents = (Incident(s.demo_scenario, start, start + s.demo_incident_for),)
+        timezone = config.timezone or s.timezone
+        # Size the shop so the current hour has the wanted traffic: a demo started at 4 am
+        # must still clear the rules' minimum samples.
+        rhythm = Simulator(SimConfig(timezone=timezone)).rhythm(now)
+        visits_per_day = s.demo_visits_per_minute * 1440 / rhythm
+        return Simulator(
+            SimConfig(
+                seed=s.demo_seed,
+                profile=Profile(visits_per_day=visits_per_day),
+                incidents=incidents,
+                timezone=timezone,
+            )
+        )
+
+    async def _simulate_and_show(self, config: PacekeeperConfig, env: Mapping[str, str]) -> None:
+        s = self.settings
+        now = datetime.now(UTC)
+        sim = self._simulator(config, now)
+        stream = EventStream(sim, now - s.demo_history)
+        scenario = s.demo_scenario.value if s.demo_scenario else "none"
+        self._say(
+            f"simulating a shop of {sim.profile.visits_per_day:,.0f} visits a day (seed "
+            f"{s.demo_seed}), {s.demo_history} of history, incident: {scenario}"
+        )
+        api = AlertsApi(s.demo_alerts_url, s.admin_token.get_secret_value())
+        endpoints = Endpoints(s.demo_alerts_url, s.demo_ingest_url, s.demo_aggregator_url)
+        collector = ScorecardCollector(api, endpoints)
+        async with IngestSender(s.demo_ingest_url, self.keys) as sender:
+            feeding = asyncio.create_task(
+                drive(stream, sender, stop=self.stop, speed=1.0, clock_origin=now),
+                name="simulator",
+            )
+            try:
+                await self._load_history(stream, sender, now, feeding)
+                if not self.stop.is_set():
+                    await self._start_services(("alerts",), env)
+                    await self._show(collector, sender, feeding)
+            finally:
+                self.stop.set()
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(feeding, 20)
+                await collector.aclose()
+                await api.aclose()
+            stats = sender.stats
+            self._say(
+                f"sent {stats.submitted:,} events: {stats.accepted:,} accepted, "
+                f"{stats.rejected:,} rejected, {stats.failed:,} failed, {stats.retries:,} retries"
+            )
+        deliveries = self.receiver.deliveries if self.receiver else []
+        verified = sum(1 for d in deliveries if d.verified)
+        self._say(f"the webhook receiver got {len(deliveries)} deliveries ({verified} verified)")
+        if s.database_schema:
+            until = " until the next demo" if s.database_schema == s.demo_schema else ""
+            self._say(
+                f"the data stays in schema {s.database_schema}{until}; review it with: "
+                f"PACEKEEPER_DATABASE_SCHEMA={s.database_schema} pacekeeper report "
+                "--period today --no-alerts --output review.html"
+            )
+
+    def _sender_column(self, sender: IngestSender) -> dict[str, str]:
+        return {
+            "simulator sent": f"{sender.stats.accepted:,}",
+            "backlog": f"{sender.backlog:,}",
+        }
+
+    async def _show(
+        self,
+        collector: ScorecardCollector,
+        sender: IngestSender,
+        feeding: asyncio.Task[None],
+    ) -> None:
+        s = self.settings
+        deadline = self.started + s.demo_duration if s.demo_duration > 0 else None
+        terminal = self.console.is_terminal
+        last_print = 0.0
+        live = (
+            Live(console=self.console, refresh_per_second=4, transient=False) if terminal else None
+        )
+        with live or contextlib.nullcontext():
+            while not self.stop.is_set():
+                if feeding.done():
+                    feeding.result()  # surface a crash of the simulator
+                    break
+                for name, service in self.services.items():
+                    if service.exited:
+                        raise DemoError(f"{name} stopped unexpectedly:\n{service.tail()}")
+                snapshot = await collector.collect()
+                view = render(
+                    snapshot,
+                    extra=self._sender_column(sender),
+                    log=list(self.log),
+                    width=self.console.width,
+                )
+                now = time.monotonic()
+                if live is not None:
+                    live.update(view)
+                elif now - last_print >= s.demo_print_every_seconds:
+                    self.console.print(view)
+                    last_print = now
+                if deadline is not None and now >= deadline:
+                    break
+                wait = s.demo_refresh_seconds
+                if deadline is not None:
+                    wait = max(0.0, min(wait, deadline - now))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), wait)
+            if live is None:  # the final state, for the log
+                self.console.print(
+                    render(
+                        await collector.collect(),
+                        extra=self._sender_column(sender),
+                        log=list(self.log),
+                        width=self.console.width,
+                    )
+                )
+
+    async def _shutdown(self) -> None:
+        self.stop.set()
+        if self.services:
+            self._say("stopping the services")
+        # Alerts first, so nothing pages about a half-stopped stack; then the other two.
+        if "alerts" in self.services:
+            await self.services["alerts"].stop()
+        await asyncio.gather(*(p.stop() for n, p in self.services.items() if n != "alerts"))
+        if self.keys:
+            env = dict(os.environ)
+            await asyncio.gather(*(revoke_key(env, key) for key in self.keys.values()))
+        if self.receiver is not None:
+            await self.receiver.stop()
+        self._say("stopped")
+
+
+def run_demo(settings: DemoSettings, console: Console | None = None) -> int:
+    """Run the demo to its end; the process exit code."""
+    if console is None:
+        # Logs and CI get wide, plain text; a terminal gets the live view.
+        console = Console() if sys.stdout.isatty() else Console(width=150, force_terminal=False)
+    return asyncio.run(Demo(settings, console).run())

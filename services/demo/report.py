@@ -1,0 +1,748 @@
+"""`pacekeeper report`: the periodic performance review a team lead sends after the meeting.
+
+Goal attainment, each KPI against the previous period and its target, charts of every goal
+with its target line and pacing path, and the alerts of the period with their time to
+resolve — as self-contained HTML (charts inline), Markdown, PDF or JSON.
+
+Building is split from I/O: `build_report` asks the repository (the shared `kpi_value` /
+`kpi_series` functions) and the alerts API for numbers; everything after that — targets,
+pacing, formatting, charts, templates — is a pure function of those numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+import orjson
+from matplotlib.dates import AutoDateLocator, DateFormatter
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from services.demo.api import AlertsApi, AlertState, ApiError
+from services.demo.pacing import (
+    CUMULATIVE_KINDS,
+    GoalPeriod,
+    ReviewStatus,
+    attainment,
+    goal_period,
+    pace,
+    review_status,
+)
+from services.demo.periods import NDASH, Period, PeriodKind, periods_overlapping
+from services.demo.repository import ReportRepository
+from shared.config.alerting import Direction, GoalSpec
+from shared.config.kpis import KpiKind, KpiSpec, referenced_kpis
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    md = "md"
+    pdf = "pdf"
+    json = "json"
+
+
+# -- the report's content -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GoalRow:
+    goal: str
+    kpi: str
+    description: str
+    window: str  # "November 2026", or "1 Jan 2027 - 31 Mar 2027" for a one-off goal
+    direction: Direction
+    unit: str
+    target: float | None
+    target_note: str  # how a growth target was derived
+    value: float | None
+    expected: float | None
+    projection: float | None
+    attainment: float | None
+    status: ReviewStatus
+    in_progress: bool
+    dims: dict[str, str] = field(default_factory=dict)
+    chart: str | None = None  # base64 PNG
+
+
+@dataclass(frozen=True, slots=True)
+class KpiRow:
+    name: str
+    description: str
+    unit: str
+    value: float | None
+    previous: float | None
+    target: float | None = None
+    direction: Direction | None = None  # known when a goal names this KPI
+
+    @property
+    def change(self) -> float | None:
+        if self.value is None or self.previous is None or self.previous == 0:
+            return None
+        return (self.value - self.previous) / abs(self.previous)
+
+    @property
+    def vs_target(self) -> float | None:
+        if self.value is None or self.target is None or self.target == 0:
+            return None
+        return (self.value - self.target) / abs(self.target)
+
+    def tone(self, delta: float | None) -> str:
+        """good | bad | neutral for a change, once the better direction is known."""
+        if delta is None or self.direction is None or abs(delta) < 0.005:
+            return "neutral"
+        up_is_good = self.direction is Direction.at_least
+        return "good" if (delta > 0) == up_is_good else "bad"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    name: str
+    severity: str
+    state: str
+    started_at: datetime | None
+    resolved_at: datetime | None
+    summary: str
+
+    @property
+    def time_to_resolve(self) -> timedelta | None:
+        if self.started_at and self.resolved_at and self.resolved_at >= self.started_at:
+            return self.resolved_at - self.started_at
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    title: str
+    period: Period
+    previous: Period
+    timezone: str
+    generated_at: datetime
+    data_until: datetime
+    in_progress: bool
+    goals: list[GoalRow]
+    kpis: list[KpiRow]
+    alerts: list[AlertRow] | None  # None: the alerts service could not be asked
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, *statuses: ReviewStatus) -> int:
+        return sum(1 for g in self.goals if g.status in statuses)
+
+    @property
+    def median_time_to_resolve(self) -> timedelta | None:
+        times = [a.time_to_resolve for a in self.alerts or [] if a.time_to_resolve]
+        return (
+            timedelta(seconds=statistics.median(t.total_seconds() for t in times))
+            if times
+            else None
+        )
+
+    @property
+    def alerts_open(self) -> int:
+        return sum(1 for a in self.alerts or [] if a.resolved_at is None)
+
+
+# -- numbers as people read them ------------------------------------------------------------
+
+_CURRENCY = {"USD": "$", "EUR": "€", "GBP": "£", "CNY": "¥", "JPY": "¥"}
+RATIO_UNITS = {"ratio", "%", "percent"}
+
+
+def display_unit(spec: KpiSpec) -> str:
+    """The unit to format a KPI in: its own, or `ratio` for the kinds that are shares."""
+    if spec.unit:
+        return spec.unit
+    if spec.kind in {KpiKind.ratio, KpiKind.funnel, KpiKind.retention}:
+        return "ratio"
+    return ""
+
+
+def format_value(value: float | None, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if unit in RATIO_UNITS:
+        return f"{value * 100:.1f}%" if abs(value) < 10 else f"{value * 100:,.0f}%"
+    if unit in _CURRENCY or unit == "$":
+        symbol = _CURRENCY.get(unit, "$")
+        sign = "-" if value < 0 else ""
+        digits = 0 if abs(value) >= 1000 else 2
+        return f"{sign}{symbol}{abs(value):,.{digits}f}"
+    if unit in {"s", "seconds"}:
+        return format_seconds(value)
+    if len(unit) == 3 and unit.isupper():  # another ISO currency code
+        return f"{value:,.2f} {unit}"
+    if abs(value) >= 100 or float(value).is_integer():
+        text = f"{value:,.0f}"
+    else:
+        text = f"{value:,.2f}"
+    return f"{text} {unit}".strip() if unit and unit not in {"points", "count"} else text
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def format_change(delta: float | None) -> str:
+    if delta is None:
+        return "—"
+    arrow = "▲" if delta > 0.0005 else "▼" if delta < -0.0005 else "■"
+    return f"{arrow} {delta * 100:+.1f}%"
+
+
+def format_timedelta(value: timedelta | None) -> str:
+    if value is None:
+        return "—"
+    seconds = value.total_seconds()
+    return format_seconds(seconds) if seconds >= 60 else f"{seconds:.0f} s"
+
+
+# -- goal windows ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GoalWindow:
+    """One window in which a goal is judged: the alerts service's `GoalPeriod`, named."""
+
+    label: str
+    previous_label: str
+    span: GoalPeriod
+
+    @property
+    def start(self) -> datetime:
+        return self.span.start
+
+    @property
+    def end(self) -> datetime:
+        return self.span.end
+
+
+def goal_windows(goal: GoalSpec, period: Period, zone: ZoneInfo) -> list[GoalWindow]:
+    """The windows in which `goal` is judged that share a day with the report's period:
+    each month of a quarter for a monthly goal, or the one window of a one-off goal."""
+    report_start, report_end = period.bounds(zone)
+    if goal.period is not None:
+        return [
+            GoalWindow(p.title, p.previous().title, goal_period(goal, p.bounds(zone)[0], zone))
+            for p in periods_overlapping(PeriodKind(goal.period.value), period.start, period.end)
+        ]
+    span = goal_period(goal, report_start, zone)  # a one-off goal has one window, any `at`
+    if span.end <= report_start or span.start >= report_end:
+        return []
+    assert goal.start is not None  # GoalSpec: a goal without a period has start and deadline
+    assert goal.deadline is not None
+    first, last = goal.start, goal.deadline
+    label = Period(PeriodKind.day, first).title
+    if last != first:
+        label = f"{first.day} {first:%b %Y} {NDASH} {last.day} {last:%b %Y}"
+    return [GoalWindow(label, "the period before", span)]
+
+
+def chart_step(length: timedelta) -> timedelta:
+    """About 24-92 points a chart: hourly for a day, daily for a month or a quarter."""
+    if length <= timedelta(days=2):
+        return timedelta(hours=1)
+    if length <= timedelta(days=10):
+        return timedelta(hours=6)
+    if length <= timedelta(days=100):
+        return timedelta(days=1)
+    return timedelta(days=7)
+
+
+# -- charts ---------------------------------------------------------------------------------
+
+Points = list[tuple[datetime, float]]
+BLUE, GREY, INK, LIGHT = "#2563eb", "#9ca3af", "#111827", "#93c5fd"
+
+
+@dataclass(frozen=True, slots=True)
+class ChartData:
+    title: str
+    unit: str
+    start: datetime
+    end: datetime
+    actual: Points
+    pacing: Points
+    target: float | None
+    steps: Points = field(default_factory=list)  # per-step values of a level KPI
+    projection: tuple[datetime, float] | None = None
+    cumulative: bool = False
+
+
+def _daynum(t: datetime) -> float:
+    """Matplotlib's date number (days since its default epoch, 1970-01-01 UTC)."""
+    return t.timestamp() / 86400
+
+
+def _xy(points: Sequence[tuple[datetime, float]]) -> tuple[list[float], list[float]]:
+    return [_daynum(t) for t, _ in points], [v for _, v in points]
+
+
+def render_chart(chart: ChartData, zone: ZoneInfo) -> bytes:
+    """A PNG of the KPI to date, the goal line, the pacing path and the projection."""
+    fig = Figure(figsize=(6.2, 2.6), dpi=120)
+    ax = fig.subplots()
+    if chart.steps:
+        ax.plot(*_xy(chart.steps), "o", color=LIGHT, markersize=3, label="per step", zorder=1)
+    if chart.pacing:
+        ax.plot(*_xy(chart.pacing), "--", color=GREY, linewidth=1.3, label="pacing path", zorder=2)
+    if chart.target is not None:
+        ax.axhline(chart.target, color=INK, linestyle=":", linewidth=1.2, label="target", zorder=2)
+    if chart.actual:
+        label = "to date" if chart.cumulative else "period to date"
+        # A window with data only at its very end would otherwise draw an invisible line.
+        marker = "o" if len(chart.actual) < 4 else ""
+        ax.plot(
+            *_xy(chart.actual), "-", marker=marker, markersize=4, color=BLUE, linewidth=2.2,
+            label=label, zorder=3,
+        )  # fmt: skip
+        if chart.projection:
+            ax.plot(
+                *_xy([chart.actual[-1], chart.projection]),
+                ":",
+                color=BLUE,
+                linewidth=1.6,
+                label="projection",
+                zorder=3,
+            )
+    ax.set_xlim(_daynum(chart.start), _daynum(chart.end))
+    # matplotlib.dates has no annotations for these two constructors.
+    locator = AutoDateLocator(minticks=3, maxticks=8, tz=zone)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    length = chart.end - chart.start
+    pattern = "%H:%M" if length <= timedelta(days=2) else "%d %b"
+    ax.xaxis.set_major_formatter(DateFormatter(pattern, tz=zone))  # type: ignore[no-untyped-call]
+    ax.yaxis.set_major_formatter(FuncFormatter(axis_formatter(chart.unit, ax.get_ylim())))
+    ax.set_title(chart.title, loc="left", fontsize=10, color=INK)
+    ax.grid(axis="y", color="#e5e7eb", linewidth=0.8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(labelsize=8, colors="#374151")
+    ax.legend(fontsize=7, frameon=False, loc="best", ncols=2)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def axis_formatter(unit: str, limits: tuple[float, float]) -> Callable[[float, object], str]:
+    """Tick labels in the KPI's unit, with enough decimals to tell neighbouring ticks apart
+    (a ratio axis from 2.80% to 2.82% must not read 2.8% five times)."""
+    span = abs(limits[1] - limits[0])
+    if unit in RATIO_UNITS and span > 0:
+        decimals = max(0, min(4, math.ceil(-math.log10(span * 100 / 5))))
+        return lambda v, _: f"{v * 100:.{decimals}f}%"
+    return lambda v, _: format_value(v, unit)
+
+
+def png_base64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+# -- gathering ------------------------------------------------------------------------------
+
+
+async def _goal_row(
+    repo: ReportRepository,
+    goal: GoalSpec,
+    spec: KpiSpec | None,
+    window: GoalWindow,
+    *,
+    now: datetime,
+    zone: ZoneInfo,
+    with_chart: bool,
+) -> GoalRow:
+    """The same reading `GET /v1/goals` makes, at `now` or at the window's end."""
+    unit = display_unit(spec) if spec else ""
+    cumulative = spec is not None and spec.kind in CUMULATIVE_KINDS
+    dims = dict(goal.dims) or None
+    span = window.span
+    at = min(span.end, now)
+    elapsed = span.elapsed(at)
+    value = await repo.kpi_value(goal.kpi, span.start, at, dims)
+    previous_total = await repo.kpi_value(goal.kpi, span.previous_start, span.previous_end, dims)
+    previous_to_date = None
+    if cumulative:
+        previous_to_date = await repo.kpi_value(
+            goal.kpi, span.previous_start, span.previous_at(elapsed), dims
+        )
+    baseline = goal.baseline if goal.baseline is not None else previous_total
+    note = ""
+    if goal.growth is not None:
+        growth = f"{goal.growth * 100:+.0f}% vs {window.previous_label}"
+        note = f"{growth} ({format_value(baseline, unit)})" if baseline else f"{growth}: no data"
+    if spec is None:
+        result = None
+        status = ReviewStatus.no_data
+    else:
+        result = pace(
+            goal,
+            kind=spec.kind,
+            value=value,
+            elapsed=elapsed,
+            previous_total=previous_total,
+            previous_to_date=previous_to_date,
+        )
+        status = review_status(result)
+        if goal.growth is not None and not baseline:
+            # Growth on nothing is no target: say so rather than call it achieved.
+            result, status = None, ReviewStatus.no_data
+    target = result.target if result else None
+    projection = result.projection if result else None
+    chart = None
+    if with_chart and spec is not None:
+        data = await _chart_data(
+            repo, goal, spec, window, at=at, unit=unit, target=target, baseline=baseline,
+            previous_total=previous_total, projection=projection,
+        )  # fmt: skip
+        chart = png_base64(render_chart(data, zone))
+    in_progress = elapsed < 1.0
+    return GoalRow(
+        goal=goal.name,
+        kpi=goal.kpi,
+        description=goal.description,
+        window=window.label,
+        direction=goal.direction,
+        unit=unit,
+        target=target,
+        target_note=note,
+        value=value,
+        expected=result.expected if result else None,
+        projection=projection,
+        attainment=attainment(projection if in_progress else value, target, goal.direction),
+        status=status,
+        in_progress=in_progress,
+        dims=dict(goal.dims),
+        chart=chart,
+    )
+
+
+async def _prefix_values(
+    repo: ReportRepository,
+    spec: KpiSpec,
+    start: datetime,
+    ends: Sequence[datetime],
+    step: timedelta,
+    dims: dict[str, str] | None,
+) -> Points:
+    """The KPI over [start, t) for each t: a running sum of the series for counts and sums
+    (exact, one query), one `kpi_value` per point for everything that does not add up."""
+    if not ends:
+        return []
+    if spec.kind in {KpiKind.count, KpiKind.sum}:
+        series = await repo.kpi_series(spec.name, start, ends[-1], step, dims)
+        out: Points = []
+        running, i = 0.0, 0
+        for t in ends:
+            while i < len(series) and series[i][0] < t:
+                running += series[i][1] or 0.0
+                i += 1
+            out.append((t, running))
+        return out
+    points: Points = []
+    for t in ends:
+        v = await repo.kpi_value(spec.name, start, t, dims)
+        if v is not None:
+            points.append((t, v))
+    return points
+
+
+async def _chart_data(
+    repo: ReportRepository,
+    goal: GoalSpec,
+    spec: KpiSpec,
+    window: GoalWindow,
+    *,
+    at: datetime,
+    unit: str,
+    target: float | None,
+    baseline: float | None,
+    previous_total: float | None,
+    projection: float | None,
+) -> ChartData:
+    dims = dict(goal.dims) or None
+    span = window.span
+    length = span.end - span.start
+    step = chart_step(length)
+    cumulative = spec.kind in CUMULATIVE_KINDS
+    grid = [span.start + step * i for i in range(1, int(length / step) + 1)]
+    if not grid or grid[-1] < span.end:
+        grid.append(span.end)
+    done = [t for t in grid if t < at] + ([at] if at > span.start else [])
+    actual = await _prefix_values(repo, spec, span.start, done, step, dims)
+    steps: Points = []
+    if not cumulative:
+        series = await repo.kpi_series(goal.kpi, span.start, at, step, dims)
+        steps = [(t + step / 2, v) for t, v in series if v is not None and t >= span.start]
+    pacing: Points = []
+    if target is not None:
+        if cumulative:
+            # Along last period's shape, as the alerts service paces: the share of last
+            # period's total it had reached at the same fraction of its length.
+            fractions = [(t - span.start) / length for t in grid]
+            ends = [span.previous_at(f) for f in fractions]
+            shape = await _prefix_values(repo, spec, span.previous_start, ends, step, dims)
+            share = dict(shape)
+            pacing = [(span.start, 0.0)]
+            for t, f, end in zip(grid, fractions, ends, strict=True):
+                prev = share.get(end)
+                done_share = min(1.0, prev / previous_total) if prev and previous_total else f
+                pacing.append((t, target * done_share))
+        elif baseline is not None:
+            pacing = [(span.start, baseline), (span.end, target)]
+    return ChartData(
+        title=f"{goal.name} · {goal.kpi} · {window.label}",
+        unit=unit,
+        start=span.start,
+        end=span.end,
+        actual=actual,
+        pacing=pacing,
+        target=target,
+        steps=steps,
+        projection=(span.end, projection) if at < span.end and projection is not None else None,
+        cumulative=cumulative,
+    )
+
+
+def _alert_rows(alerts: list[AlertState], start: datetime, end: datetime) -> list[AlertRow]:
+    rows = [
+        AlertRow(a.name, a.severity, a.state, a.started_at, a.resolved_at, a.summary)
+        for a in alerts
+        if a.started_at is not None
+        and a.started_at < end
+        and (a.resolved_at is None or a.resolved_at >= start)
+    ]
+    return sorted(rows, key=lambda r: r.started_at or start)
+
+
+async def build_report(
+    repo: ReportRepository,
+    period: Period,
+    *,
+    now: datetime | None = None,
+    alerts_api: AlertsApi | None = None,
+    timezone: str | None = None,
+    charts: bool = True,
+    title: str | None = None,
+) -> ReportData:
+    """Ask for every number the review needs and put the report together."""
+    now = now or datetime.now(UTC)
+    tz_name = timezone or await repo.timezone() or "UTC"
+    zone = ZoneInfo(tz_name)
+    start, end = period.bounds(zone)
+    previous = period.previous()
+    prev_start, prev_end = previous.bounds(zone)
+    data_until = min(end, now)
+    in_progress = now < end
+    notes: list[str] = []
+    if now <= start:
+        notes.append(f"{period.title} has not started yet; every number is empty.")
+        data_until = start
+    kpis = await repo.kpis()
+    goals = await repo.goals()
+
+    goal_rows: list[GoalRow] = []
+    for goal in sorted(goals.values(), key=lambda g: g.name):
+        windows = [w for w in goal_windows(goal, period, zone) if w.start < now]
+        for i, window in enumerate(windows):
+            goal_rows.append(
+                await _goal_row(
+                    repo, goal, kpis.get(goal.kpi), window, now=now, zone=zone,
+                    with_chart=charts and i == len(windows) - 1,
+                )
+            )  # fmt: skip
+
+    # Targets for the KPI table: levels compare with any goal's target; totals only with a
+    # goal judged over exactly this period.
+    targets: dict[str, tuple[float | None, Direction]] = {}
+    for row in goal_rows:
+        spec = kpis.get(row.kpi)
+        if row.dims or spec is None:
+            continue
+        # A running total is compared with a target only once its period has closed (the
+        # goal table shows its pace meanwhile).
+        same_window = row.window == period.title and not row.in_progress
+        if spec.kind not in CUMULATIVE_KINDS or same_window:
+            targets.setdefault(row.kpi, (row.target, row.direction))
+        else:
+            targets.setdefault(row.kpi, (None, row.direction))
+    # Like for like: a period still running is compared with as much of the previous one.
+    compare_end = prev_end if not in_progress else min(prev_end, prev_start + (data_until - start))
+    kpi_rows: list[KpiRow] = []
+    goal_kpis = [r.kpi for r in goal_rows]
+    # KPIs with goals first, in the goals' order, then the rest by name. Building blocks
+    # (inputs of a ratio or formula that carry no description) stay out of a review.
+    inputs = {ref for spec in kpis.values() for ref in referenced_kpis(spec)}
+    shown = [n for n, k in kpis.items() if n not in inputs or k.description or n in goal_kpis]
+    order = sorted(
+        shown, key=lambda n: (n not in goal_kpis, goal_kpis.index(n) if n in goal_kpis else 0, n)
+    )
+    for name in order:
+        spec = kpis[name]
+        target, direction = targets.get(name, (None, None))
+        kpi_rows.append(
+            KpiRow(
+                name=name,
+                description=spec.description,
+                unit=display_unit(spec),
+                value=await repo.kpi_value(name, start, data_until),
+                previous=await repo.kpi_value(name, prev_start, compare_end),
+                target=target,
+                direction=direction,
+            )
+        )
+    if in_progress and now > start:
+        notes.append(
+            f"{period.title} is still running: numbers run to "
+            f"{_when(data_until, zone)} and are compared with the same stretch of "
+            f"{previous.title}."
+        )
+
+    alert_rows: list[AlertRow] | None = None
+    if alerts_api is not None:
+        try:
+            alert_rows = _alert_rows(await alerts_api.alerts(), start, end)
+        except ApiError as exc:
+            notes.append(f"Alerts are missing: the alerts service did not answer ({exc}).")
+    return ReportData(
+        title=title or f"Performance review — {period.title}",
+        period=period,
+        previous=previous,
+        timezone=tz_name,
+        generated_at=now,
+        data_until=data_until,
+        in_progress=in_progress,
+        goals=goal_rows,
+        kpis=kpi_rows,
+        alerts=alert_rows,
+        notes=notes,
+    )
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("services.demo", "templates"),
+        autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = format_value
+    env.filters["change"] = format_change
+    env.filters["duration"] = format_timedelta
+    env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.0f}%"
+    return env
+
+
+def _context(data: ReportData) -> dict[str, Any]:
+    zone = ZoneInfo(data.timezone)
+
+    def when(t: datetime | None) -> str:
+        return _when(t, zone)
+
+    return {"r": data, "when": when, "Status": ReviewStatus}
+
+
+def _when(t: datetime | None, zone: ZoneInfo) -> str:
+    if t is None:
+        return "—"
+    local = t.astimezone(zone)
+    return f"{local.day} {local:%b %H:%M}"
+
+
+def render_html(data: ReportData) -> str:
+    return _environment().get_template("report.html.j2").render(_context(data))
+
+
+def render_markdown(data: ReportData, chart_dir: Path | None = None) -> str:
+    """Markdown for a wiki or a PR; charts go to `chart_dir` as PNG files when given."""
+    charts: dict[str, str] = {}
+    if chart_dir is not None:
+        chart_dir.mkdir(parents=True, exist_ok=True)
+        for row in data.goals:
+            if row.chart:
+                path = chart_dir / f"{row.goal}.png"
+                path.write_bytes(base64.b64decode(row.chart))
+                charts[row.goal] = f"{chart_dir.name}/{path.name}"
+    context = _context(data) | {"charts": charts}
+    return _environment().get_template("report.md.j2").render(context)
+
+
+def render_pdf(data: ReportData) -> bytes:
+    # WeasyPrint lays the same HTML out on A4 pages (the template carries @page rules).
+    from weasyprint import HTML
+
+    pdf = HTML(string=render_html(data)).write_pdf()
+    assert pdf is not None  # with no target, write_pdf returns the bytes
+    return bytes(pdf)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Period):
+        return value.label
+    raise TypeError
+
+
+def render_json(data: ReportData) -> bytes:
+    payload = dataclasses.asdict(data)
+    payload["period"] = data.period.label
+    payload["previous"] = data.previous.label
+    for row, goal in zip(payload["goals"], data.goals, strict=True):
+        row["has_chart"] = row.pop("chart") is not None
+        row["in_progress"] = goal.in_progress
+    for row, kpi in zip(payload["kpis"], data.kpis, strict=True):
+        row["change"] = kpi.change
+        row["vs_target"] = kpi.vs_target
+    return orjson.dumps(
+        payload, default=_json_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    )
+
+
+def write_report(data: ReportData, fmt: ReportFormat, output: Path) -> None:
+    if fmt is ReportFormat.html:
+        output.write_text(render_html(data), encoding="utf-8")
+    elif fmt is ReportFormat.md:
+        output.write_text(
+            render_markdown(data, output.with_name(f"{output.stem}-charts")), encoding="utf-8"
+        )
+    elif fmt is ReportFormat.pdf:
+        output.write_bytes(render_pdf(data))
+    else:
+        output.write_bytes(render_json(data))
+
+
+__all__ = [
+    "AlertRow",
+    "ChartData",
+    "GoalRow",
+    "KpiRow",
+    "ReportData",
+    "ReportFormat",
+    "build_report",
+    "format_value",
+    "render_html",
+    "render_markdown",
+    "render_pdf",
+    "write_report",
+]

@@ -1,0 +1,121 @@
+"""Ingest's Prometheus metrics and the middleware that counts every request.
+
+Collectors live at module level (once per process), as prometheus-client intends; several
+apps in one process (tests) share them.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.events import FieldError
+from shared.metrics import LATENCY_BUCKETS, SIZE_BUCKETS
+
+REQUESTS = Counter(
+    "pacekeeper_ingest_requests_total", "HTTP requests by route and status", ["route", "status"]
+)
+REQUEST_SECONDS = Histogram(
+    "pacekeeper_ingest_request_seconds",
+    "Time from request start to the response",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("pacekeeper_ingest_in_flight_requests", "Requests being handled now")
+REQUEST_BYTES = Histogram(
+    "pacekeeper_ingest_request_bytes",
+    "Decompressed request body size",
+    buckets=SIZE_BUCKETS,
+)
+EVENTS_ACCEPTED = Counter(
+    "pacekeeper_ingest_events_accepted_total", "Events acknowledged by Kafka", ["source"]
+)
+EVENTS_REJECTED = Counter(
+    "pacekeeper_ingest_events_rejected_total",
+    "Events refused, by reason: invalid_* (422), rate_limited, broker_unavailable; requests "
+    "refused before their events could be counted (bad_json, payload_too_large, ...) count 1",
+    ["reason"],
+)
+PRODUCE_SECONDS = Histogram(
+    "pacekeeper_ingest_produce_seconds",
+    "Time for Kafka to acknowledge every event of a request",
+    buckets=LATENCY_BUCKETS,
+)
+BROKER_UP = Gauge("pacekeeper_ingest_broker_up", "1 while the broker is believed reachable")
+
+_ROUTES = frozenset(
+    {
+        "/v1/events",
+        "/v1/batch",
+        "/v1/track",
+        "/v1/page",
+        "/v1/screen",
+        "/v1/identify",
+        "/v1/group",
+        "/v1/alias",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+)
+
+
+# `labels()` costs a lock and a dict lookup per call; children for a label set are cached.
+# Label values are bounded (routes, status codes, sources from API keys).
+@cache
+def _request_children(route: str, status: int) -> tuple[Counter, Histogram]:
+    return REQUESTS.labels(route, str(status)), REQUEST_SECONDS.labels(route)
+
+
+@cache
+def events_accepted(source: str) -> Counter:
+    return EVENTS_ACCEPTED.labels(source)
+
+
+def rejection_reason(error: FieldError) -> str:
+    """A small, fixed set of labels for why an event was invalid."""
+    if error.field == "time":
+        if "lateness" in error.reason:
+            return "invalid_too_old"
+        if "ahead" in error.reason:
+            return "invalid_in_future"
+        return "invalid_time"
+    if error.field == "" and "bytes" in error.reason:
+        return "invalid_too_large"
+    if error.field.startswith(("properties", "traits", "data")):
+        return "invalid_properties"
+    return "invalid"
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no per-request task like BaseHTTPMiddleware): counts status, time, in-flight."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path if path in _ROUTES else "other"  # unknown paths must not grow labels
+        status = 500  # what a client would see if the app raised before answering
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            IN_FLIGHT.dec()
+            requests, seconds = _request_children(route, status)
+            requests.inc()
+            seconds.observe(time.perf_counter() - start)

@@ -1,0 +1,40 @@
+"""Helpers shared by the aggregator's database tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.config.kpis import KpiSpec
+from shared.config.store import set_setting, upsert_spec
+
+T = TypeVar("T")
+STATE_TABLES = (
+    "events",
+    "event_dedupe",
+    "kpi_points",
+    "kpi_distinct",
+    "kpi_funnel_steps",
+    "kpi_retention_cohorts",
+    "kpi_retention_returns",
+    "kpi_dimension_values",
+    "consumer_offsets",
+)
+
+
+def run_isolated(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a fresh event loop in its own thread (for sync hypothesis tests)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def store_definitions(
+    session: AsyncSession, specs: Iterable[KpiSpec], timezone: str = "UTC"
+) -> None:
+    for spec in specs:
+        await upsert_spec(session, "kpis", spec)
+    await set_setting(session, "timezone", timezone)

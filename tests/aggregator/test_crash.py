@@ -1,0 +1,157 @@
+"""Exactly-once under SIGKILL: the aggregator runs as a real process, is killed at random
+moments while a producer sends, and restarted; at the end every KPI equals the oracle.
+Also with two processes sharing the partitions and one of them killed (rebalance)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shared.kafka import ensure_topics
+from shared.settings import BaseServiceSettings
+from tests.aggregator import oracle, workload
+from tests.conftest import Topics
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+
+
+def _env(service_env: dict[str, str], group: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **service_env,
+        "PACEKEEPER_AGGREGATOR_GROUP_ID": group,
+        "PACEKEEPER_AGGREGATOR_HEALTH_PORT": "0",
+        "PACEKEEPER_AGGREGATOR_TOPIC_PARTITIONS": str(PARTITIONS),
+        "PACEKEEPER_AGGREGATOR_SESSION_TIMEOUT_MS": "6000",
+        "PACEKEEPER_AGGREGATOR_HEARTBEAT_INTERVAL_MS": "1000",
+        # Small batches: many more commits, so kills land at every stage of a batch.
+        "PACEKEEPER_AGGREGATOR_BATCH_MAX_EVENTS": "300",
+        "PACEKEEPER_AGGREGATOR_BATCH_MAX_WAIT": "0.05",
+        "PACEKEEPER_ALLOWED_LATENESS": "1d",
+        "PACEKEEPER_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as sink:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.aggregator.main"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def _workload(now: datetime) -> tuple[list[oracle.Raw], list[oracle.Raw]]:
+    base = now - timedelta(hours=3)
+    events = workload.make_events(8000, seed=11, base=base, span=timedelta(hours=3))
+    return events, workload.deliveries(events, seed=11, repeat=0.25)
+
+
+def _windows(now: datetime) -> list[tuple[datetime, datetime]]:
+    return [
+        (now - timedelta(days=1), now + timedelta(hours=1)),
+        (now - timedelta(hours=2, minutes=13), now - timedelta(minutes=29)),
+    ]
+
+
+async def _ensure_topics(service_env: dict[str, str], topics: Topics) -> None:
+    settings = BaseServiceSettings(kafka_bootstrap=service_env["PACEKEEPER_KAFKA_BOOTSTRAP"])
+    await ensure_topics(settings, {topics.events: PARTITIONS, topics.dlq: 1, topics.kpi_updates: 1})
+
+
+async def test_sigkill_and_restart_lose_and_double_nothing(
+    service_env: dict[str, str],
+    definitions_stored: None,
+    topics: Topics,
+    unique: str,
+    kafka_bootstrap: str,
+    database_url: str,
+    schema: str,
+    tmp_path: Path,
+) -> None:
+    await _ensure_topics(service_env, topics)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    _events, stream = _workload(now)
+    # Static membership: a restarted process takes its partitions back without waiting
+    # for the dead one's session to time out.
+    env = _env(service_env, unique, PACEKEEPER_AGGREGATOR_INSTANCE_ID=f"{unique}-a")
+    log = tmp_path / "aggregator.log"
+    rng = random.Random(5)
+    proc = _spawn(env, log)
+    producing = asyncio.create_task(
+        workload.produce(kafka_bootstrap, topics.events, stream, rate=800)
+    )
+    kills = 0
+    try:
+        while kills < 5:
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            proc.kill()  # SIGKILL: no cleanup, mid-batch or mid-commit
+            proc.wait()
+            kills += 1
+            proc = _spawn(env, log)
+        await producing
+        await workload.wait_consumed(
+            database_url, schema, unique, topics.events, len(stream), within=60
+        )
+    finally:
+        exit_code = _stop(proc)
+    assert exit_code == 0, log.read_text()[-3000:]
+    checked = workload.assert_all_kpis_exact(
+        database_url, schema, oracle.dedupe(stream), _windows(now)
+    )
+    assert checked > 30
+
+
+async def test_two_processes_one_killed_rebalance_is_exact(
+    service_env: dict[str, str],
+    definitions_stored: None,
+    topics: Topics,
+    unique: str,
+    kafka_bootstrap: str,
+    database_url: str,
+    schema: str,
+    tmp_path: Path,
+) -> None:
+    await _ensure_topics(service_env, topics)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    _events, stream = _workload(now)
+    env = _env(service_env, unique)
+    log = tmp_path / "aggregators.log"
+    first, second = _spawn(env, log), _spawn(env, log)
+    producing = asyncio.create_task(
+        workload.produce(kafka_bootstrap, topics.events, stream, rate=1000)
+    )
+    try:
+        # Once both hold partitions and work is under way, kill one mid-stream.
+        await asyncio.sleep(random.Random(9).uniform(4.0, 6.0))
+        first.kill()
+        first.wait()
+        await producing
+        try:
+            await workload.wait_consumed(
+                database_url, schema, unique, topics.events, len(stream), within=60
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-4000:]}") from None
+    finally:
+        exit_code = _stop(second)
+    assert exit_code == 0, log.read_text()[-3000:]
+    workload.assert_all_kpis_exact(database_url, schema, oracle.dedupe(stream), _windows(now))

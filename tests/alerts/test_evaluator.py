@@ -1,0 +1,210 @@
+"""The evaluator in-process on real PostgreSQL (KPIs through `kpi_value`), with a controlled
+clock: goals notify once when they fall behind, silences and acknowledgements, change rules,
+deleted rules, and a new leader carrying on where the last one stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.alerts import repository
+from services.alerts.evaluator import CycleResult, Evaluator
+from services.alerts.silence import Matcher
+from shared.config.store import delete_spec
+from shared.db import transaction
+from tests.alerts.conftest import ApplyConfig, put_points
+
+pytestmark = pytest.mark.integration
+
+KPIS = """
+kpis:
+  - {name: orders, kind: count, event: order_completed, dimensions: [source]}
+  - {name: revenue, kind: sum, event: order_completed, field: properties.revenue,
+     dimensions: [source]}
+channels:
+  - {name: ops, type: webhook, url: "http://127.0.0.1:9/hook",
+     group_wait: 0s, group_interval: 10s, repeat_interval: 1m}
+"""
+
+Cycle = Callable[..., Awaitable[CycleResult]]
+
+
+@pytest.fixture
+async def evaluator(sessions: async_sessionmaker[AsyncSession], alerts_settings: Any) -> Evaluator:
+    ev = Evaluator(
+        default_timezone="UTC",
+        external_url="http://alerts",
+        events_topic=alerts_settings.events_topic,
+    )
+    async with transaction(sessions) as session:
+        await ev.load(session, datetime.now(UTC))
+    return ev
+
+
+@pytest.fixture
+def cycle(evaluator: Evaluator, sessions: async_sessionmaker[AsyncSession]) -> Cycle:
+    async def run(now: datetime, **kwargs: Any) -> CycleResult:
+        async with transaction(sessions) as session:
+            result = await evaluator.cycle(session, now, **kwargs)
+        evaluator.apply(result)
+        return result
+
+    return run
+
+
+def payloads(db: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    return [r[0] for r in db.execute("SELECT payload FROM deliveries ORDER BY id").fetchall()]
+
+
+async def test_goal_falling_behind_notifies_once_with_its_gap_and_drivers(
+    apply_yaml: ApplyConfig, db: psycopg.Connection[Any], cycle: Cycle
+) -> None:
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    today = now.date()
+    await apply_yaml(
+        KPIS
+        + f"""
+goals:
+  - {{name: revenue-push, kpi: revenue, target: 10000, start: {today - timedelta(days=1)},
+     deadline: {today + timedelta(days=1)}, channels: [ops]}}
+"""
+    )
+    # The previous three days earned more from the app than this period so far.
+    earlier = now - timedelta(days=3)
+    put_points(db, "revenue", 10, total=900, dims={"source": "app"}, bucket=earlier)
+    put_points(db, "revenue", 10, total=100, dims={"source": "web"}, bucket=earlier)
+    put_points(db, "revenue", 5, total=300, dims={"source": "app"}, bucket=now)
+    put_points(db, "revenue", 5, total=200, dims={"source": "web"}, bucket=now)
+    await cycle(now)
+    for i in range(1, 4):
+        await cycle(now + timedelta(seconds=i))
+    (payload,) = payloads(db)
+    (alert,) = payload["alerts"]
+    assert alert["labels"]["status"] == "off_track"
+    assert alert["labels"]["goal"] == "revenue-push"
+    goal = alert["goal"]
+    assert goal["value"] == 500
+    assert goal["target"] == 10000
+    assert goal["status"] == "off_track"
+    assert goal["gap"] == pytest.approx(500 - goal["expected"])
+    assert goal["contributors"][0]["dims"] == {"source": "app"}
+    history = db.execute("SELECT status FROM goal_status").fetchall()
+    assert history == [("off_track",)]
+
+
+async def test_silence_and_acknowledgement(
+    apply_yaml: ApplyConfig,
+    db: psycopg.Connection[Any],
+    cycle: Cycle,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await apply_yaml(
+        KPIS
+        + """
+rules:
+  - {name: orders-high, kpi: orders, window: 5m, op: ">", value: 5, group_by: [source],
+     channels: [ops]}
+"""
+    )
+    now = datetime.now(UTC)
+    put_points(db, "orders", 9, dims={"source": "web"}, bucket=now)
+    put_points(db, "orders", 9, dims={"source": "app"}, bucket=now)
+    async with transaction(sessions) as session:
+        await repository.create_silence(
+            session,
+            [Matcher(name="source", value="app")],
+            now - timedelta(minutes=1),
+            now + timedelta(hours=1),
+            "amy",
+            "known",
+        )
+    await cycle(now)
+    (first,) = payloads(db)
+    assert [a["labels"]["source"] for a in first["alerts"]] == ["web"]
+
+    # Repeats come every minute until the alert is acknowledged.
+    await cycle(now + timedelta(seconds=61))
+    assert len(payloads(db)) == 2
+    (alert_id,) = (
+        db.execute("SELECT id FROM alerts WHERE labels->>'source' = 'web'").fetchone() or ()
+    )
+    fp, episode, _ = (
+        db.execute(
+            "SELECT fingerprint, episode, state FROM alerts WHERE id = %s", (alert_id,)
+        ).fetchone()
+        or ()
+    )
+    async with transaction(sessions) as session:
+        await repository.acknowledge(session, fp, episode, "amy", "on it")
+    await cycle(now + timedelta(seconds=130))
+    assert len(payloads(db)) == 2
+    # The resolve still goes out.
+    put_points(db, "orders", 0, dims={"source": "web"}, bucket=now)
+    await cycle(now + timedelta(seconds=140))
+    last = payloads(db)[-1]
+    assert last["status"] == "resolved"
+    assert len(payloads(db)) == 3
+
+
+async def test_change_rule_against_last_week(
+    apply_yaml: ApplyConfig, db: psycopg.Connection[Any], cycle: Cycle
+) -> None:
+    await apply_yaml(
+        KPIS
+        + """
+rules:
+  - {name: orders-drop, kind: change, kpi: orders, window: 10m, offset: 7d, op: "<",
+     value: -0.3, channels: [ops]}
+"""
+    )
+    now = datetime.now(UTC)
+    put_points(db, "orders", 100, bucket=now - timedelta(days=7, minutes=2))
+    put_points(db, "orders", 60, bucket=now - timedelta(minutes=2))
+    await cycle(now)
+    (payload,) = payloads(db)
+    assert payload["alerts"][0]["value"] == 60
+    put_points(db, "orders", 80, bucket=now - timedelta(minutes=2))
+    await cycle(now + timedelta(seconds=11))
+    assert [p["status"] for p in payloads(db)] == ["firing", "resolved"]
+
+
+async def test_deleted_rule_resolves_and_a_new_leader_carries_on(
+    apply_yaml: ApplyConfig,
+    db: psycopg.Connection[Any],
+    cycle: Cycle,
+    sessions: async_sessionmaker[AsyncSession],
+    alerts_settings: Any,
+) -> None:
+    await apply_yaml(
+        KPIS
+        + """
+rules:
+  - {name: orders-high, kpi: orders, window: 5m, op: ">", value: 5, channels: [ops]}
+"""
+    )
+    now = datetime.now(UTC)
+    put_points(db, "orders", 9, bucket=now)
+    await cycle(now)
+    # A new leader loads the state and neither re-fires nor re-sends.
+    successor = Evaluator(
+        default_timezone="UTC",
+        external_url="http://alerts",
+        events_topic=alerts_settings.events_topic,
+    )
+    async with transaction(sessions) as session:
+        await successor.load(session, now)
+        result = await successor.cycle(session, now + timedelta(seconds=1))
+    successor.apply(result)
+    assert result.deliveries == 0
+    assert len(payloads(db)) == 1
+    async with transaction(sessions) as session:
+        await delete_spec(session, "rules", "orders-high")
+    async with transaction(sessions) as session:
+        result = await successor.cycle(session, now + timedelta(seconds=12))
+    assert [p["status"] for p in payloads(db)] == ["firing", "resolved"]
+    assert db.execute("SELECT state FROM alerts").fetchall() == [("resolved",)]

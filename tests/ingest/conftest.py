@@ -1,0 +1,145 @@
+"""Ingest fixtures: a real ingest server (uvicorn in a thread) on the real broker and database."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+from fastapi import FastAPI
+
+from services.ingest import keys
+from services.ingest.app import create_app
+from services.ingest.settings import IngestSettings
+from shared.db import make_engine
+from shared.events import Envelope, decode
+from shared.settings import BaseServiceSettings
+
+SOURCE = "web-shop"
+
+
+class LiveServer:
+    """Uvicorn serving `app` on an ephemeral loopback port, in a thread with its own loop,
+    so async tests and blocking clients (Segment's, schemathesis) can all call it."""
+
+    def __init__(self, app: FastAPI) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="ingest", daemon=True)
+
+    def start(self, timeout: float = 60.0) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("ingest did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def make_settings(env: dict[str, str], **overrides: Any) -> IngestSettings:
+    """Settings from a test's PACEKEEPER_* environment, without touching os.environ."""
+    values: dict[str, Any] = {
+        key.removeprefix("PACEKEEPER_").lower(): value for key, value in env.items()
+    }
+    values.update(ingest_topic_partitions=3)
+    values.update(overrides)
+    return IngestSettings(**values)
+
+
+@pytest.fixture
+def ingest_settings(service_env: dict[str, str]) -> IngestSettings:
+    return make_settings(service_env)
+
+
+@pytest.fixture
+def live(ingest_settings: IngestSettings) -> Iterator[str]:
+    server = LiveServer(create_app(ingest_settings))
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+async def create_key(settings: BaseServiceSettings, source: str = SOURCE) -> str:
+    engine = make_engine(settings, application_name="pacekeeper-test", pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            _, new = await keys.create(conn, source)
+    finally:
+        await engine.dispose()
+    return new.key
+
+
+async def revoke_key(settings: BaseServiceSettings, key: str) -> None:
+    engine = make_engine(settings, application_name="pacekeeper-test", pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            assert await keys.revoke(conn, key) is not None
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def api_key(ingest_settings: IngestSettings) -> str:
+    return await create_key(ingest_settings)
+
+
+@pytest.fixture
+async def client(live: str, api_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=live, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+    ) as http:
+        yield http
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    """A valid event in our own shape, happening now."""
+    body: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "type": "order_completed",
+        "time": datetime.now(UTC).isoformat(),
+        "user_id": "u-1",
+        "properties": {"revenue": 59.9, "channel": "seo"},
+    }
+    body.update(overrides)
+    return body
+
+
+async def read_topic(
+    bootstrap: str, topic: str, count: int, *, within: float = 30.0
+) -> list[tuple[bytes | None, Envelope]]:
+    """The first `count` messages of `topic` (fewer if `within` seconds pass first)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: list[tuple[bytes | None, Envelope]] = []
+    try:
+        deadline = time.monotonic() + within
+        while len(out) < count and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                out.extend((record.key, decode(record.value)) for record in records)
+    finally:
+        await consumer.stop()
+    return out
