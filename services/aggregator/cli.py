@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services.aggregator.backfill import BackfillError, backfill
 from shared.durations import parse_duration
 from shared.settings import BaseServiceSettings
 
@@ -28,6 +27,9 @@ def backfill_command(
     chunk: str = typer.Option("1h", help="events per transaction, as a time span"),
 ) -> None:
     """Recompute a KPI (new or changed definition) from stored events, while the aggregator runs."""
+    # Imported here so `pacekeeper --help` and the other commands do not load SQLAlchemy.
+    from services.aggregator.backfill import BackfillError, backfill
+
     console = Console(stderr=True)
     try:
         start = _moment(t_from)

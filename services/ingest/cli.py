@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import typer
 
-from services.ingest import keys
-from shared.db import make_engine
 from shared.events import SOURCE_PATTERN, valid_source
 from shared.settings import BaseServiceSettings
+
+# The key store pulls in SQLAlchemy; imported inside each command so `pacekeeper --help`
+# and unrelated commands start fast.
+if TYPE_CHECKING:
+    from services.ingest import keys
 
 app = typer.Typer(help="Ingest API keys: create (shown once), revoke, list.", no_args_is_help=True)
 
 
 async def _create(settings: BaseServiceSettings, source: str) -> tuple[keys.StoredKey, str]:
+    from services.ingest import keys
+    from shared.db import make_engine
+
     engine = make_engine(settings, application_name="pacekeeper-keys", pool_size=1)
     try:
         async with engine.begin() as conn:
@@ -25,6 +32,9 @@ async def _create(settings: BaseServiceSettings, source: str) -> tuple[keys.Stor
 
 
 async def _revoke(settings: BaseServiceSettings, key_or_prefix: str) -> keys.StoredKey | None:
+    from services.ingest import keys
+    from shared.db import make_engine
+
     engine = make_engine(settings, application_name="pacekeeper-keys", pool_size=1)
     try:
         async with engine.begin() as conn:
@@ -34,6 +44,9 @@ async def _revoke(settings: BaseServiceSettings, key_or_prefix: str) -> keys.Sto
 
 
 async def _list(settings: BaseServiceSettings, source: str | None) -> list[keys.StoredKey]:
+    from services.ingest import keys
+    from shared.db import make_engine
+
     engine = make_engine(settings, application_name="pacekeeper-keys", pool_size=1)
     try:
         async with engine.connect() as conn:
