@@ -69,14 +69,17 @@ async def test_run_ingest_serves_then_shuts_down_gracefully(
     # Uvicorn re-raises the signal once shutdown is complete, so supervisors see why it ended.
     assert process.returncode in (0, -signal.SIGTERM)
     assert b"ingest stopped: producer flushed and closed" in stderr
-    # A request either finished (202) or never got in (a new connection refused): none is
-    # cut off half-way, and every 202 is on the topic.
+    # A request either finished (202) or got no answer at all: a new connection refused, or
+    # the keep-alive race (the server closed an idle connection as the request was sent),
+    # which a client retries and the (source, id) dedupe absorbs. Never an error status, and
+    # every 202 is on the topic.
+    unanswered = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)
     accepted = {f"w{i}" for i in range(10)}
     for i, answer in enumerate(answers):
         if isinstance(answer, httpx.Response):
             assert answer.status_code == 202
             accepted.add(f"e{i}")
         else:
-            assert isinstance(answer, httpx.ConnectError), answer
+            assert isinstance(answer, unanswered), answer
     got = await read_topic(ingest_settings.kafka_bootstrap, topics.events, len(accepted))
     assert accepted <= {e.id for _, e in got}
