@@ -275,14 +275,23 @@ class PoisonMessage(ValueError):
     """A message on the events topic that is not a valid envelope; it goes to the DLQ."""
 
 
-def decode(value: bytes | None) -> Envelope:
-    """Parse a Kafka message value back into an `Envelope`, or raise `PoisonMessage`."""
+def load_message(value: bytes | None) -> Any:
+    """A Kafka message value as decoded JSON, or `PoisonMessage` with the reason."""
     if value is None:
         raise PoisonMessage("empty message value")
     try:
-        data = orjson.loads(value)
+        return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise PoisonMessage(f"not JSON: {exc}") from exc
+
+
+def decode(value: bytes | None) -> Envelope:
+    """Parse a Kafka message value back into an `Envelope`, or raise `PoisonMessage`."""
+    return envelope_from_data(load_message(value))
+
+
+def envelope_from_data(data: Any) -> Envelope:
+    """Validate already-decoded JSON as an `Envelope`, or raise `PoisonMessage`."""
     try:
         envelope = Envelope.model_validate(data)
     except ValidationError as exc:

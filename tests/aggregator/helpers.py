@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.aggregator.service import Aggregator
+from services.aggregator.settings import AggregatorSettings
 from shared.config.kpis import KpiSpec
 from shared.config.store import set_setting, upsert_spec
 
@@ -38,3 +41,17 @@ async def store_definitions(
     for spec in specs:
         await upsert_spec(session, "kpis", spec)
     await set_setting(session, "timezone", timezone)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: AggregatorSettings) -> AsyncIterator[Aggregator]:
+    """An in-process aggregator consuming until the block ends, then stopped cleanly."""
+    aggregator = Aggregator(settings)
+    await aggregator.start()
+    task = asyncio.create_task(aggregator.run())
+    try:
+        yield aggregator
+    finally:
+        aggregator.stopping.set()
+        await asyncio.wait_for(task, timeout=15)
+        await aggregator.stop()

@@ -16,8 +16,7 @@ from shared.config.kpis import KpiSpec
 from shared.db import make_engine, make_sessionmaker, transaction
 from tests.aggregator import oracle, workload
 from tests.aggregator.conftest import settings_from
-from tests.aggregator.helpers import store_definitions
-from tests.aggregator.test_service import running
+from tests.aggregator.helpers import running, store_definitions
 from tests.conftest import Topics
 
 SPEC: TypeAdapter[KpiSpec] = TypeAdapter(KpiSpec)

@@ -5,33 +5,18 @@ included; poison and too-late messages land in the DLQ; changes are announced.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.aggregator.service import Aggregator
 from services.aggregator.settings import AggregatorSettings
 from tests.aggregator import oracle, workload
+from tests.aggregator.helpers import running
 from tests.conftest import Topics
 
 pytestmark = pytest.mark.integration
-
-
-@contextlib.asynccontextmanager
-async def running(settings: AggregatorSettings) -> AsyncIterator[Aggregator]:
-    aggregator = Aggregator(settings)
-    await aggregator.start()
-    task = asyncio.create_task(aggregator.run())
-    try:
-        yield aggregator
-    finally:
-        aggregator.stopping.set()
-        await asyncio.wait_for(task, timeout=15)
-        await aggregator.stop()
 
 
 async def _read_all(

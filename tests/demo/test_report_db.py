@@ -5,11 +5,9 @@ windows, and the HTML renders in headless Chromium."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,7 +15,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.aggregator.service import Aggregator
 from services.aggregator.settings import AggregatorSettings
 from services.demo.periods import parse_period
 from services.demo.report import (
@@ -42,24 +39,12 @@ from shared.config import load_config_text
 from shared.config.store import apply_config
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.events import Envelope, encode, message_key
+from tests.aggregator.helpers import running
 from tests.conftest import Topics
 from tests.demo.conftest import chromium_args
 from tests.demo.test_report_render import looks_like_a_page
 
 pytestmark = pytest.mark.integration
-
-
-@contextlib.asynccontextmanager
-async def aggregating(settings: AggregatorSettings) -> AsyncIterator[Aggregator]:
-    aggregator = Aggregator(settings)
-    await aggregator.start()
-    task = asyncio.create_task(aggregator.run())
-    try:
-        yield aggregator
-    finally:
-        aggregator.stopping.set()
-        await asyncio.wait_for(task, timeout=15)
-        await aggregator.stop()
 
 
 async def produce(bootstrap: str, topic: str, envelopes: list[Envelope]) -> None:
@@ -125,7 +110,7 @@ async def test_report_numbers_are_kpi_value(
             Envelope(**e.body, source=e.source, received_at=received)
             for e in events_between(sim, start, end)
         ]
-        async with aggregating(settings):
+        async with running(settings):
             await produce(kafka_bootstrap, topics.events, envelopes)
             repo = ReportRepository(sessions)
             await wait_aggregated(repo, envelopes, start, end)

@@ -98,9 +98,24 @@ def test_downgrade_to_base_and_back(database_url: str, unique: str) -> None:
     settings = BaseServiceSettings(database_url=database_url, database_schema=unique)
     upgrade(settings)
     engine = make_sync_engine(settings, application_name="test")
+
+    def tables() -> set[str]:
+        with connect(database_url, unique) as conn:
+            return {
+                r[0]
+                for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables"
+                    " WHERE table_schema = %s AND table_name <> 'alembic_version'",
+                    (unique,),
+                )
+            }
+
     try:
+        migrated = tables()
         command.downgrade(alembic_config(engine), "base")
+        assert tables() == set(), "downgrade to base must remove every table it created"
         command.upgrade(alembic_config(engine), "heads")
+        assert tables() == migrated
     finally:
         engine.dispose()
         drop_schema(database_url, unique)
