@@ -42,6 +42,7 @@ from shared.config import PacekeeperConfig
 from shared.config.store import apply_config
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.kafka import ensure_topics, make_producer
+from shared.kpi_updates import encode_update
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
 
@@ -233,12 +234,8 @@ async def measure_latency(
                 (kpi, orjson.dumps({"source": f"trial-{trial}"}).decode(), bucket, BREACH, BREACH),
             )
             committed = time.time()  # autocommit: the row is visible from here on
-            update = {
-                "kpi": kpi,
-                "from": bucket.isoformat(),
-                "to": (bucket + timedelta(minutes=1)).isoformat(),
-            }
-            await producer.send_and_wait(settings.kpi_updates_topic, orjson.dumps(update))
+            update = encode_update(kpi, bucket, bucket + timedelta(minutes=1))
+            await producer.send_and_wait(settings.kpi_updates_topic, update)
             while len(got) == before:
                 if time.time() - committed > 30:
                     raise SystemExit(f"trial {trial}: no notification in 30 s; see {log}")

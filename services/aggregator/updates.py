@@ -1,8 +1,6 @@
 """Which KPI minutes a committed batch changed, and their announcement on kpi-updates.
 
-Message (key = KPI name, value JSON):
-`{"kpi": "orders", "from": "2026-11-27T10:00:00Z", "to": "2026-11-27T10:05:00Z"}` —
-`kpi_value`/`kpi_series` may differ for windows overlapping [from, to). Derived KPIs
+The message itself is `shared.kpi_updates` (key = KPI name). Derived KPIs
 (ratio, formula) get their own message when an input changed. Sent after the commit, so
 a consumer that reads the range always sees the new state; a crash in between loses the
 message (evaluators also run on their own schedule).
@@ -14,12 +12,12 @@ import logging
 from collections.abc import Mapping
 from datetime import timedelta
 
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from services.aggregator.catalog import Catalog
 from services.aggregator.records import US_PER_MINUTE, from_us
 from services.aggregator.rollup import SLOT_US, Rollup
+from shared.kpi_updates import encode_update
 
 log = logging.getLogger(__name__)
 _DAY_US = 86_400_000_000
@@ -72,9 +70,7 @@ def changed_ranges(state: Rollup, catalog: Catalog) -> Ranges:
 
 
 def message(kpi: str, lo: int, hi: int) -> bytes:
-    return orjson.dumps(
-        {"kpi": kpi, "from": from_us(lo), "to": from_us(hi)}, option=orjson.OPT_UTC_Z
-    )
+    return encode_update(kpi, from_us(lo), from_us(hi))
 
 
 async def publish(

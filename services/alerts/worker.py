@@ -16,10 +16,8 @@ import socket
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
-import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -30,6 +28,7 @@ from services.alerts.delivery import Deliverer
 from services.alerts.evaluator import Evaluator
 from services.alerts.leader import leadership
 from services.alerts.settings import AlertsSettings
+from shared.kpi_updates import updated_kpi
 
 log = logging.getLogger("pacekeeper.alerts.worker")
 LEASE_NAME = "evaluator"
@@ -39,31 +38,8 @@ PURGE_EVERY = timedelta(hours=1)
 
 def kpis_in_update(value: bytes | None) -> set[str] | None:
     """KPI names in a kpi-updates message; None (evaluate everything) if unreadable."""
-    if not value:
-        return None
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            name = node.get("kpi")
-            if isinstance(name, str):
-                found.add(name)
-            names = node.get("kpis")
-            if isinstance(names, list):
-                found.update(n for n in names if isinstance(n, str))
-            for child in node.values():
-                if isinstance(child, list | dict):
-                    walk(child)
-        elif isinstance(node, list):
-            for child in node:
-                walk(child)
-
-    walk(doc)
-    return found or None
+    name = updated_kpi(value)
+    return None if name is None else {name}
 
 
 class Worker:

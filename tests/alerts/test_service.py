@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import psycopg
 import pytest
 
 from services.alerts.notify.webhook import SIGNATURE_HEADER, verify
 from shared.kafka import ensure_topics, make_producer
+from shared.kpi_updates import encode_update
 from shared.settings import BaseServiceSettings
 from tests.alerts.conftest import (
     ADMIN,
@@ -221,8 +222,12 @@ async def test_a_kpi_update_triggers_evaluation_between_ticks(
     await producer.start()
     try:
         sent = time.monotonic()
-        update = {"kpi": "orders", "from": "2026-11-27T10:00:00Z", "to": "2026-11-27T10:01:00Z"}
-        await producer.send_and_wait(settings.kpi_updates_topic, orjson.dumps(update))
+        update = encode_update(
+            "orders",
+            datetime(2026, 11, 27, 10, tzinfo=UTC),
+            datetime(2026, 11, 27, 10, 1, tzinfo=UTC),
+        )
+        await producer.send_and_wait(settings.kpi_updates_topic, update)
     finally:
         await producer.stop()
     wait_until(lambda: receiver.all(), 5)
