@@ -9,26 +9,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from enum import StrEnum
 from zoneinfo import ZoneInfo
+
+from shared.calendar import first_day, shift
+from shared.config.alerting import Period as CalendarPeriod
 
 NDASH = "\u2013"  # typeset ranges: 1\u201330 Nov
 
 
-class PeriodKind(StrEnum):
-    day = "day"
-    week = "week"
-    month = "month"
-    quarter = "quarter"
-    year = "year"
+# The same calendar periods goals and rules use.
+PeriodKind = CalendarPeriod
 
 
 _ORDER = [PeriodKind.day, PeriodKind.week, PeriodKind.month, PeriodKind.quarter, PeriodKind.year]
-
-
-def _add_months(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -39,12 +32,7 @@ class Period:
     @property
     def end(self) -> date:
         """The first day after the period."""
-        if self.kind is PeriodKind.day:
-            return self.start + timedelta(days=1)
-        if self.kind is PeriodKind.week:
-            return self.start + timedelta(days=7)
-        months = {PeriodKind.month: 1, PeriodKind.quarter: 3, PeriodKind.year: 12}[self.kind]
-        return _add_months(self.start, months)
+        return shift(self.kind, self.start, 1)
 
     @property
     def last_day(self) -> date:
@@ -105,15 +93,7 @@ class Period:
 
 
 def period_containing(kind: PeriodKind, day: date) -> Period:
-    if kind is PeriodKind.day:
-        return Period(kind, day)
-    if kind is PeriodKind.week:
-        return Period(kind, day - timedelta(days=day.weekday()))  # ISO weeks start on Monday
-    if kind is PeriodKind.month:
-        return Period(kind, day.replace(day=1))
-    if kind is PeriodKind.quarter:
-        return Period(kind, date(day.year, (day.month - 1) // 3 * 3 + 1, 1))
-    return Period(kind, date(day.year, 1, 1))
+    return Period(kind, first_day(kind, day))
 
 
 def periods_overlapping(kind: PeriodKind, start: date, end: date) -> list[Period]:

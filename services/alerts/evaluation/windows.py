@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from shared.calendar import first_day, shift
 from shared.config.alerting import Period
 from shared.durations import parse_duration
 
@@ -20,30 +21,12 @@ def floor_minute(at: datetime) -> datetime:
 
 def period_start(period: Period, at: datetime, zone: ZoneInfo) -> datetime:
     """Start of the calendar period containing `at`, at local midnight in `zone`."""
-    local = at.astimezone(zone).date()
-    if period is Period.day:
-        first = local
-    elif period is Period.week:  # ISO weeks start on Monday
-        first = local - timedelta(days=local.weekday())
-    elif period is Period.month:
-        first = local.replace(day=1)
-    elif period is Period.quarter:
-        first = local.replace(month=(local.month - 1) // 3 * 3 + 1, day=1)
-    else:
-        first = local.replace(month=1, day=1)
-    return local_midnight(first, zone)
+    return local_midnight(first_day(period, at.astimezone(zone).date()), zone)
 
 
 def add_periods(period: Period, start: datetime, count: int, zone: ZoneInfo) -> datetime:
     """`start` (a period start) moved by `count` whole periods, in local calendar terms."""
-    local = start.astimezone(zone).date()
-    if period is Period.day:
-        return local_midnight(local + timedelta(days=count), zone)
-    if period is Period.week:
-        return local_midnight(local + timedelta(weeks=count), zone)
-    months = {Period.month: 1, Period.quarter: 3, Period.year: 12}[period] * count
-    index = local.year * 12 + (local.month - 1) + months
-    return local_midnight(date(index // 12, index % 12 + 1, 1), zone)
+    return local_midnight(shift(period, start.astimezone(zone).date(), count), zone)
 
 
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
