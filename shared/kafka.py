@@ -5,6 +5,8 @@ Callers own the lifecycle: `await client.start()` / `try` / `finally: await clie
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -39,20 +41,25 @@ def make_consumer(
     group_id: str | None,
     client_id: str,
     max_poll_records: int = 5000,
+    **overrides: Any,
 ) -> AIOKafkaConsumer:
-    """Consumer whose offsets the caller stores itself (auto-commit off, read committed)."""
-    return AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=group_id,
-        client_id=client_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        max_poll_records=max_poll_records,
-        fetch_max_bytes=16 * 1024 * 1024,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
+    """Consumer whose offsets the caller stores itself (auto-commit off, read committed).
+
+    `overrides` go to aiokafka as they are: static membership, session timeouts, where a
+    consumer without stored offsets starts (`auto_offset_reset`), metadata refresh.
+    """
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group_id,
+        "client_id": client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_poll_records": max_poll_records,
+        "fetch_max_bytes": 16 * 1024 * 1024,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+    }
+    return AIOKafkaConsumer(*topics, **(options | overrides))
 
 
 async def ensure_topics(

@@ -16,13 +16,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from services.aggregator import metrics
 from services.aggregator.repository import StoredOffset
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.watermark import Watermark
+from shared.kafka import make_consumer
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,12 @@ class EventConsumer:
         self.positions: dict[int, int] = {}
         self._settings = settings
         self._load_offsets = load_offsets
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+        self._consumer = make_consumer(
+            settings,
             group_id=settings.aggregator_group_id,
-            group_instance_id=settings.aggregator_instance_id,
             client_id="pacekeeper-aggregator",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
             max_poll_records=settings.aggregator_batch_max_events,
-            fetch_max_bytes=16 * 1024 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            group_instance_id=settings.aggregator_instance_id,
             session_timeout_ms=settings.aggregator_session_timeout_ms,
             heartbeat_interval_ms=settings.aggregator_heartbeat_interval_ms,
             max_poll_interval_ms=settings.aggregator_max_poll_interval_ms,

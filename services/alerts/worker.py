@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -28,6 +27,7 @@ from services.alerts.delivery import Deliverer
 from services.alerts.evaluator import Evaluator
 from services.alerts.leader import leadership
 from services.alerts.settings import AlertsSettings
+from shared.kafka import make_consumer
 from shared.kpi_updates import updated_kpi
 
 log = logging.getLogger("pacekeeper.alerts.worker")
@@ -203,14 +203,13 @@ class Worker:
         delays a judgement to the next tick, and replaying old ones would be wasted work."""
         settings = self.settings
         while True:
-            consumer = AIOKafkaConsumer(
+            # No group, no stored offsets: only updates from now on matter.
+            consumer = make_consumer(
+                settings,
                 settings.kpi_updates_topic,
-                bootstrap_servers=settings.kafka_bootstrap,
-                client_id=f"pacekeeper-alerts-{self.holder}",
                 group_id=None,
-                enable_auto_commit=False,
+                client_id=f"pacekeeper-alerts-{self.holder}",
                 auto_offset_reset="latest",
-                isolation_level="read_committed",
                 metadata_max_age_ms=5000,
             )
             try:
