@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 
 import uvicorn
 import uvloop
@@ -58,6 +59,10 @@ async def serve(settings: AggregatorSettings) -> None:
 def main() -> None:
     settings = AggregatorSettings()
     configure_logging(settings.log_level, json=settings.log_json)
+    # The next batch is decoded in a worker thread while this one is written. With the
+    # default 5 ms switch interval every database round trip of the writer waited for the
+    # worker to give up the GIL; 0.5 ms measured 2x less time per batch transaction.
+    sys.setswitchinterval(0.0005)
     uvloop.run(serve(settings))
 
 

@@ -8,7 +8,7 @@ against 27 µs/event for the same INSERT fed by `unnest` of array parameters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.catalog import Catalog
 from services.aggregator.records import US_PER_MINUTE, Event, from_us, make_event, to_us
-from services.aggregator.rollup import SLOT_US, DimsKey, Rollup
+from services.aggregator.rollup import SLOT_US, ComebackRow, DimsKey, DistinctRow, Rollup
 from services.aggregator.watermark import Watermark
 
 # pg_advisory locks in their own namespace (first key "PK"): key 0 is the definitions
@@ -56,8 +56,8 @@ _DEDUPE = text(
     "INSERT INTO event_dedupe (source, id) SELECT source, id FROM pk_stage_keys"
     " ON CONFLICT DO NOTHING RETURNING source, id"
 )
-# The fallback when a direct COPY into `events` meets an event already stored: one whose
-# (source, id) was purged from event_dedupe after its window. Never stored twice.
+# After a batch met keys already seen: its new events, unless one was stored before its
+# (source, id) was purged from event_dedupe after the window. Never stored twice.
 _INSERT_EVENTS_SAFELY = text(
     f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM pk_stage_events"
     " ON CONFLICT DO NOTHING RETURNING source, id"
@@ -276,6 +276,30 @@ async def _copy(driver: AsyncConnection[Any], table: str, columns: str, lines: l
         await copy.write("".join(lines).encode())
 
 
+_STAGED_INSERT = {
+    "kpi_funnel_steps": (_INSERT_FUNNEL, "kpi, actor, step, time, dims"),
+    "kpi_distinct": (_INSERT_DISTINCT, "kpi, bucket, dims, value"),
+    "kpi_retention_returns": (_INSERT_RETURNS, "kpi, actor, slot"),
+}
+
+
+async def _insert_new(
+    session: AsyncSession, driver: AsyncConnection[Any], table: str, stage: str, lines: list[str]
+) -> None:
+    """Insert set rows that are almost certainly not stored yet: a plain COPY, which costs
+    half of INSERT … ON CONFLICT DO NOTHING; if one was stored after all, the savepoint is
+    rolled back and the rows go through the staging table and ON CONFLICT."""
+    insert, columns = _STAGED_INSERT[table]
+    await driver.execute("SAVEPOINT pk_rows")
+    try:
+        await _copy(driver, table, columns, lines)
+        await driver.execute("RELEASE SAVEPOINT pk_rows")
+    except psycopg.errors.UniqueViolation:
+        await driver.execute("ROLLBACK TO SAVEPOINT pk_rows")
+        await _copy(driver, stage, columns, lines)
+        await session.execute(insert)
+
+
 def event_lines(events: Sequence[Event]) -> list[str]:
     """The events as COPY text lines, one per event, in order."""
     dumps, times = orjson.dumps, _Times()
@@ -296,37 +320,36 @@ async def insert_events(
 ) -> list[Event]:
     """Store the events not seen before and return exactly those, in batch order.
 
-    The keys go through a staging table (the dedupe needs ON CONFLICT); the fresh events
-    are then COPied straight into `events` — half the work of staging them too. `lines`
-    may carry `event_lines(events)` computed ahead of the transaction.
+    Nearly every batch is all new: its keys and events are COPied straight into
+    `event_dedupe` and `events` under a savepoint, two round trips and no staging. If any
+    key is already there (a replay after a crash, a client's retry) the savepoint is rolled
+    back and the keys go through the staging table and ON CONFLICT, which names the new
+    ones. `lines` may carry `event_lines(events)` computed ahead of the transaction.
     """
     if not events:
         return []
     driver = await _staging(session)
-    await _copy(
-        driver, "pk_stage_keys", "source, id", [f"{_t(e.source)}\t{_t(e.id)}\n" for e in events]
-    )
-    fresh_keys = {(source, id_) for source, id_ in await session.execute(_DEDUPE)}
     if lines is None:
         lines = event_lines(events)
-    if len(fresh_keys) == len(events):
-        fresh = list(events)
-    else:
-        keep = [i for i, e in enumerate(events) if (e.source, e.id) in fresh_keys]
-        fresh = [events[i] for i in keep]
-        lines = [lines[i] for i in keep]
-    if not fresh:
-        return fresh
+    keys = [f"{_t(e.source)}\t{_t(e.id)}\n" for e in events]
     await driver.execute("SAVEPOINT pk_events")
     try:
+        await _copy(driver, "event_dedupe", "source, id", keys)
         await _copy(driver, "events", _EVENT_COLUMNS, lines)
         await driver.execute("RELEASE SAVEPOINT pk_events")
+        return list(events)
     except psycopg.errors.UniqueViolation:
         await driver.execute("ROLLBACK TO SAVEPOINT pk_events")
-        await _copy(driver, "pk_stage_events", _EVENT_COLUMNS, lines)
-        stored = {(source, id_) for source, id_ in await session.execute(_INSERT_EVENTS_SAFELY)}
-        fresh = [e for e in fresh if (e.source, e.id) in stored]
-    return fresh
+    await _copy(driver, "pk_stage_keys", "source, id", keys)
+    fresh_keys = {(source, id_) for source, id_ in await session.execute(_DEDUPE)}
+    keep = [i for i, e in enumerate(events) if (e.source, e.id) in fresh_keys]
+    fresh = [events[i] for i in keep]
+    if not fresh:
+        return fresh
+    # An event stored before its key was purged from event_dedupe is never stored twice.
+    await _copy(driver, "pk_stage_events", _EVENT_COLUMNS, [lines[i] for i in keep])
+    stored = {(source, id_) for source, id_ in await session.execute(_INSERT_EVENTS_SAFELY)}
+    return [e for e in fresh if (e.source, e.id) in stored]
 
 
 async def read_events(
@@ -358,8 +381,18 @@ async def purge_dedupe(session: AsyncSession, window: timedelta, limit: int = 50
 # --- KPI state -----------------------------------------------------------------------------
 
 
-async def write_state(session: AsyncSession, state: Rollup, catalog: Catalog) -> None:
+async def write_state(
+    session: AsyncSession,
+    state: Rollup,
+    catalog: Catalog,
+    *,
+    distinct: Collection[DistinctRow] | None = None,
+    comebacks: Collection[ComebackRow] | None = None,
+) -> None:
     """Add a (folded) rollup to the stored state of every KPI it touches.
+
+    `distinct` and `comebacks` narrow the state's set rows to those the caller does not
+    know to be stored already (by default, all of them).
 
     Per-minute points are shared by every process and go in sorted order (same lock order
     everywhere, no deadlock). Distinct, funnel and retention rows are per actor, and an
@@ -368,6 +401,8 @@ async def write_state(session: AsyncSession, state: Rollup, catalog: Catalog) ->
     """
     if state.is_empty():
         return
+    distinct = state.distinct if distinct is None else distinct
+    comebacks = state.comebacks if comebacks is None else comebacks
     driver = await _staging(session)
     names = {kpi: catalog.dimensions(kpi) for kpi in catalog.specs}
     times = _Times()
@@ -386,20 +421,20 @@ async def write_state(session: AsyncSession, state: Rollup, catalog: Catalog) ->
         ]
         await _copy(driver, "pk_stage_points", _POINT_COLUMNS, lines)
         await session.execute(_UPSERT_POINTS)
-    if state.distinct:
+    if distinct:
         lines = [
             f"{_t(kpi)}\t{times.bucket(minute)}\t{_t(_dims_json(names[kpi], dims))}\t{_t(value)}\n"
-            for kpi, dims, minute, value in state.distinct
+            for kpi, dims, minute, value in distinct
         ]
-        await _copy(driver, "pk_stage_distinct", "kpi, bucket, dims, value", lines)
-        await session.execute(_INSERT_DISTINCT)
+        await _insert_new(session, driver, "kpi_distinct", "pk_stage_distinct", lines)
     if state.funnel:
         lines = [
             f"{_t(kpi)}\t{_t(actor)}\t{step}\t{times(ts)}\t{_t(_dims_json(names[kpi], dims))}\n"
             for kpi, actor, step, ts, dims in state.funnel
         ]
-        await _copy(driver, "pk_stage_funnel", "kpi, actor, step, time, dims", lines)
-        await session.execute(_INSERT_FUNNEL)
+        # One row per step event: a row already stored means two events of one actor at
+        # the same microsecond.
+        await _insert_new(session, driver, "kpi_funnel_steps", "pk_stage_funnel", lines)
     if state.cohorts:
         lines = [
             f"{_t(kpi)}\t{_t(actor)}\t{times(c.ts)}\t{_t(c.key)}\t"
@@ -408,13 +443,11 @@ async def write_state(session: AsyncSession, state: Rollup, catalog: Catalog) ->
         ]
         await _copy(driver, "pk_stage_cohorts", "kpi, actor, first_time, first_key, dims", lines)
         await session.execute(_UPSERT_COHORTS)
-    if state.comebacks:
+    if comebacks:
         lines = [
-            f"{_t(kpi)}\t{_t(actor)}\t{times(slot * SLOT_US)}\n"
-            for kpi, actor, slot in state.comebacks
+            f"{_t(kpi)}\t{_t(actor)}\t{times(slot * SLOT_US)}\n" for kpi, actor, slot in comebacks
         ]
-        await _copy(driver, "pk_stage_returns", "kpi, actor, slot", lines)
-        await session.execute(_INSERT_RETURNS)
+        await _insert_new(session, driver, "kpi_retention_returns", "pk_stage_returns", lines)
 
 
 _DELETE_RANGE = {

@@ -21,6 +21,8 @@ from shared.config.kpis import OTHER, KpiKind
 
 DimsKey = tuple[str | None, ...]
 PointKey = tuple[str, DimsKey, int]  # kpi, dims, epoch minute
+DistinctRow = tuple[str, DimsKey, int, str]  # kpi, dims, epoch minute, value
+ComebackRow = tuple[str, str, int]  # kpi, actor, 15-minute slot
 # Comebacks are kept per 15 minutes: every time zone's midnight falls on such a boundary,
 # so day-N membership is exact in any business time zone, at up to 96 rows per actor-day
 # instead of one per return event.
@@ -100,10 +102,10 @@ class Cohort:
 @dataclass(slots=True)
 class Rollup:
     points: dict[PointKey, Point] = field(default_factory=dict)
-    distinct: set[tuple[str, DimsKey, int, str]] = field(default_factory=set)
+    distinct: set[DistinctRow] = field(default_factory=set)
     funnel: set[tuple[str, str, int, int, DimsKey]] = field(default_factory=set)
     cohorts: dict[tuple[str, str], Cohort] = field(default_factory=dict)
-    comebacks: set[tuple[str, str, int]] = field(default_factory=set)
+    comebacks: set[ComebackRow] = field(default_factory=set)
     # (kpi, dimension index, value) -> events carrying it: input to the cardinality guard.
     dim_values: Counter[tuple[str, int, str]] = field(default_factory=Counter)
 

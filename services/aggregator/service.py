@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.aggregator import dlq, metrics, repository, updates
@@ -50,7 +51,12 @@ class Aggregator:
 
     async def start(self) -> None:
         s = self.settings
-        self._engine = make_engine(s, application_name="pacekeeper-aggregator")
+        commit_mode = "on" if s.aggregator_synchronous_commit else "off"
+        self._engine = make_engine(
+            s,
+            application_name="pacekeeper-aggregator",
+            server_settings={"synchronous_commit": commit_mode},
+        )
         self._sessions = make_sessionmaker(self._engine)
         self._writer = BatchWriter(
             self._sessions,
@@ -60,7 +66,10 @@ class Aggregator:
             topic=s.events_topic,
             watermark_delay_us=s.watermark_delay_us,
             retry_max_delay=s.aggregator_retry_max_delay,
+            known_rows=s.aggregator_known_rows,
         )
+        writer = self._writer
+        event.listen(self._engine.sync_engine, "connect", lambda *_: writer.forget())
         partitions = s.aggregator_topic_partitions
         await ensure_topics(
             s, {s.events_topic: partitions, s.dlq_topic: 1, s.kpi_updates_topic: partitions}

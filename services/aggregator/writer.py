@@ -26,7 +26,8 @@ from services.aggregator.batch import Batch
 from services.aggregator.catalog import Catalog
 from services.aggregator.definitions import Definitions
 from services.aggregator.guard import CardinalityGuard
-from services.aggregator.rollup import Rollup, fold, rollup
+from services.aggregator.known import KnownRows
+from services.aggregator.rollup import ComebackRow, DistinctRow, Rollup, fold, rollup
 from services.aggregator.updates import Ranges, changed_ranges
 from shared.db import transaction
 
@@ -76,6 +77,7 @@ class BatchWriter:
         topic: str,
         watermark_delay_us: int,
         retry_max_delay: float = 5.0,
+        known_rows: int = 500_000,
     ) -> None:
         self._sessions = sessions
         self._definitions = definitions
@@ -84,6 +86,15 @@ class BatchWriter:
         self._topic = topic
         self._delay_us = watermark_delay_us
         self._retry_max_delay = retry_max_delay
+        self._known_distinct: KnownRows[DistinctRow] = KnownRows(known_rows)
+        self._known_comebacks: KnownRows[ComebackRow] = KnownRows(known_rows)
+
+    def forget(self) -> None:
+        """Drop every cache of stored state (new definitions, or a new database connection:
+        with asynchronous commit, a database crash may have lost the last commits)."""
+        self._guard.clear()
+        self._known_distinct.clear()
+        self._known_comebacks.clear()
 
     def prepare(self, records: list[Any], batch: Batch) -> Prepared:
         """CPU work done before the transaction, while the previous batch is being written:
@@ -102,7 +113,7 @@ class BatchWriter:
         out = Written()
         async with transaction(self._sessions) as session:
             if await self._definitions.ensure_current(session):
-                self._guard.clear()
+                self.forget()
             catalog = self._definitions.catalog
             lines = prepared.event_lines if prepared is not None else None
             fresh = await repository.insert_events(session, batch.events, lines)
@@ -119,7 +130,13 @@ class BatchWriter:
             admitted, pending = await self._guard.resolve(session, state, catalog)
             state, folds = fold(state, admitted)
             await repository.lock_kpis_shared(session, state.kpis())
-            await repository.write_state(session, state, catalog)
+            await repository.write_state(
+                session,
+                state,
+                catalog,
+                distinct=self._known_distinct.unknown(state.distinct),
+                comebacks=self._known_comebacks.unknown(state.comebacks),
+            )
             await repository.store_offsets(
                 session,
                 self._group_id,
@@ -128,8 +145,10 @@ class BatchWriter:
                 batch.marks,
                 self._delay_us,
             )
-        # Committed: now (and only now) let the cache and the world know.
+        # Committed: now (and only now) let the caches and the world know.
         self._guard.commit(pending, catalog)
+        self._known_distinct.remember(state.distinct)
+        self._known_comebacks.remember(state.comebacks)
         for (kpi, index), count in folds.items():
             out.folds[(kpi, catalog.dimensions(kpi)[index])] += count
         out.ranges = changed_ranges(state, catalog)
