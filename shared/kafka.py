@@ -5,13 +5,30 @@ Callers own the lifecycle: `await client.start()` / `try` / `finally: await clie
 
 from __future__ import annotations
 
+import functools
+import random
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from shared.settings import BaseServiceSettings
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _key_hash(key: bytes) -> int:
+    hashed: int = murmur2(key)
+    return hashed & 0x7FFFFFFF
+
+
+def partition_for(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """Kafka's default partitioner (murmur2 of the key, as every Kafka client), with the key
+    hashes cached: aiokafka's murmur2 is pure Python and our keys (source + actor) repeat."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
 def make_producer(
@@ -32,6 +49,7 @@ def make_producer(
         compression_type="gzip",
         max_batch_size=256 * 1024,
         request_timeout_ms=request_timeout_ms,
+        partitioner=partition_for,
     )
 
 

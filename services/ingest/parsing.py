@@ -21,7 +21,7 @@ import orjson
 
 from shared.events import (
     MAX_EVENTS_PER_REQUEST,
-    Envelope,
+    Accepted,
     FieldError,
     TimePolicy,
     validate_event,
@@ -409,10 +409,10 @@ def validate(
     source: str,
     received_at: datetime,
     policy: TimePolicy,
-) -> tuple[list[Envelope], list[FieldError]]:
-    """All envelopes and no errors, or no envelopes and every error of every refused event:
+) -> tuple[list[Accepted], list[FieldError]]:
+    """All events and no errors, or no events and every error of every refused event:
     a request is published whole or not at all."""
-    envelopes: list[Envelope] = []
+    envelopes: list[Accepted] = []
     errors: list[FieldError] = []
     for index, candidate in enumerate(candidates):
         if not candidate.mapped:
@@ -421,11 +421,11 @@ def validate(
         result = validate_event(
             candidate.raw, index, source=source, received_at=received_at, policy=policy
         )
-        if isinstance(result, Envelope) and not candidate.errors:
+        if isinstance(result, Accepted) and not candidate.errors:
             envelopes.append(result)
             continue
         errors.extend(candidate.errors)
-        if not isinstance(result, Envelope):
+        if not isinstance(result, Accepted):
             seen = {error.field for error in candidate.errors}
             errors.extend(
                 renamed

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.ingest.metrics import BROKER_UP, PRODUCE_SECONDS
-from shared.events import Envelope, encode, message_key
+from shared.events import Accepted
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +49,15 @@ class Publisher:
     def up(self) -> bool:
         return self._up
 
-    async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Return once Kafka acknowledged all `envelopes` (acks=all), else raise."""
+    async def publish(self, events: Sequence[Accepted]) -> None:
+        """Return once Kafka acknowledged all `events` (acks=all), else raise."""
         if not self._up:
             raise BrokerUnavailable("the broker is unreachable")
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
-                acks = [
-                    await self._producer.send(
-                        self._topic, encode(envelope), key=message_key(envelope)
-                    )
-                    for envelope in envelopes
-                ]
+                send, topic = self._producer.send, self._topic
+                acks = [await send(topic, event.value, key=event.key) for event in events]
                 for ack in acks:  # each raises if its batch failed
                     await ack
         except (TimeoutError, KafkaError) as exc:

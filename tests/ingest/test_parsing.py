@@ -11,7 +11,7 @@ import pytest
 
 from services.ingest import parsing
 from services.ingest.parsing import Format, Rejection
-from shared.events import Envelope, TimePolicy
+from shared.events import Accepted, TimePolicy
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +20,7 @@ NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 def _validate(
     candidates: list[parsing.Candidate],
-) -> tuple[list[Envelope], list[dict[str, object]]]:
+) -> tuple[list[Accepted], list[dict[str, object]]]:
     envelopes, errors = parsing.validate(
         candidates, source="web-shop", received_at=NOW, policy=TimePolicy()
     )
