@@ -6,6 +6,7 @@ bytes back. Both sides share this module so the wire format has exactly one defi
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -157,7 +158,7 @@ def _float_errors(index: int, properties: dict[str, Any]) -> list[FieldError]:
     for key, value in properties.items():
         values = value.values() if isinstance(value, dict) else [value]
         for v in values:
-            if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+            if isinstance(v, float) and not math.isfinite(v):
                 errors.append(FieldError(index, f"properties.{key}", "number must be finite"))
     return errors
 

@@ -19,6 +19,7 @@ from services.aggregator.service import Aggregator
 from services.aggregator.settings import AggregatorSettings
 from shared.health import health_app
 from shared.logging import configure_logging
+from shared.runtime import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def main() -> None:
     # default 5 ms switch interval every database round trip of the writer waited for the
     # worker to give up the GIL; 0.5 ms measured 2x less time per batch transaction.
     sys.setswitchinterval(0.0005)
+    tune_gc()
     uvloop.run(serve(settings))
 
 

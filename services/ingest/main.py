@@ -13,6 +13,7 @@ import uvicorn
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 from shared.logging import configure_logging
+from shared.runtime import tune_gc
 
 
 def main() -> None:
@@ -35,6 +36,7 @@ def main() -> None:
         backlog=2048,
         proxy_headers=False,  # nothing here uses the client address
     )
+    tune_gc()
     uvicorn.Server(config).run()
 
 
