@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,36 +17,24 @@ from sqlalchemy.ext.asyncio import (
 from shared.settings import BaseServiceSettings
 
 
-def _connect_args(
-    settings: BaseServiceSettings,
-    application_name: str,
-    server_settings: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+def _connect_args(settings: BaseServiceSettings, application_name: str) -> dict[str, Any]:
     args: dict[str, Any] = {"application_name": application_name}
-    options = dict(server_settings or {})
     if settings.database_schema:
         # Tests (and multi-tenant setups) live in their own schema; `public` stays visible
         # for extensions such as timescaledb.
-        options["search_path"] = f"{settings.database_schema},public"
-    if options:
-        args["options"] = " ".join(f"-c {name}={value}" for name, value in options.items())
+        args["options"] = f"-c search_path={settings.database_schema},public"
     return args
 
 
 def make_engine(
-    settings: BaseServiceSettings,
-    *,
-    application_name: str,
-    pool_size: int = 5,
-    server_settings: Mapping[str, str] | None = None,
+    settings: BaseServiceSettings, *, application_name: str, pool_size: int = 5
 ) -> AsyncEngine:
-    """`server_settings` are PostgreSQL settings for every connection of this engine."""
     return create_async_engine(
         settings.database_url.get_secret_value(),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args=_connect_args(settings, application_name, server_settings),
+        connect_args=_connect_args(settings, application_name),
     )
 
 

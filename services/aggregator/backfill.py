@@ -120,17 +120,24 @@ async def backfill(
 
 
 async def _refresh_continuous_aggregates(engine: object, lo: datetime, hi: datetime) -> None:
-    """On TimescaleDB, re-materialize the hourly aggregate for the recomputed range."""
+    """On TimescaleDB, re-materialize the hourly and daily aggregates over the recomputed
+    range. A refresh only rewrites buckets wholly inside its window, so the window is
+    widened to whole buckets: the edge hour or day is partly recomputed too."""
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     assert isinstance(engine, AsyncEngine)
     async with engine.connect() as conn:
-        exists = (await conn.execute(text("SELECT to_regclass('kpi_points_hourly')"))).scalar()
-        if exists is None:
-            return
+        views = [
+            (view, width)
+            for view, width in (("kpi_points_hourly", 3600), ("kpi_points_daily", 86400))
+            if (await conn.execute(text("SELECT to_regclass(:v)"), {"v": view})).scalar()
+        ]
         await conn.commit()
         autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await autocommit.execute(
-            text("CALL refresh_continuous_aggregate('kpi_points_hourly', :lo, :hi)"),
-            {"lo": lo, "hi": hi},
-        )
+        for view, width in views:
+            start = lo.timestamp() // width * width
+            end = -(-hi.timestamp() // width) * width
+            await autocommit.execute(
+                text(f"CALL refresh_continuous_aggregate('{view}', :lo, :hi)"),
+                {"lo": datetime.fromtimestamp(start, UTC), "hi": datetime.fromtimestamp(end, UTC)},
+            )

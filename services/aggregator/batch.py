@@ -49,6 +49,7 @@ class Policy:
 class Batch:
     events: list[Event] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    first_offsets: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
     marks: dict[int, Watermark] = field(default_factory=dict)
     late: int = 0
@@ -68,6 +69,7 @@ def assemble(records: Sequence[Record], marks: Mapping[int, Watermark], policy: 
     seen: set[tuple[str, str]] = set()
     for record in records:
         partition = record.partition
+        out.first_offsets.setdefault(partition, record.offset)
         out.next_offsets[partition] = record.offset + 1
         try:
             event = decode_event(record.value)

@@ -108,6 +108,20 @@ class EventConsumer:
             "batch fetched across a rebalance dropped; refetching", extra={"records": len(records)}
         )
 
+    async def resume_from(self, stored: dict[int, StoredOffset]) -> None:
+        """Call with `lock` held: go back to offsets the database holds but this process had
+        moved past (its later commits were lost); the batches after them are read again."""
+        assigned = {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
+        for partition, offset in stored.items():
+            if partition in assigned:
+                self._consumer.seek(TopicPartition(self.topic, partition), offset.next_offset)
+                self.positions[partition] = offset.next_offset
+                self.marks[partition] = offset.mark
+        log.warning(
+            "the database lost commits; reading again from its offsets",
+            extra={"offsets": {p: o.next_offset for p, o in stored.items()}},
+        )
+
     def committed(self, next_offsets: dict[int, int], marks: dict[int, Watermark]) -> None:
         """Record what a batch committed; refresh the lag and watermark gauges."""
         self.positions.update(next_offsets)

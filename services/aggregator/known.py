@@ -9,8 +9,8 @@ ON CONFLICT if one was stored by another process after all).
 
 Only rows of committed transactions are remembered, and everything is forgotten when the
 definitions change (a backfill may have rebuilt the state differently) or when the
-process opens a new database connection: with asynchronous commit, a database crash can
-lose the last commits, and a new connection is the only sign of it the process gets.
+process opens a new database connection (after a restart, a restore or a failover the
+database may not hold what this process saw committed).
 
 Two generations bound the memory: when the young one is full it becomes the old one and
 the previous old one is dropped, so the rows seen most recently are the ones kept.

@@ -131,13 +131,14 @@ _UPSERT_OFFSETS = text(
     """
 )
 
-_LOAD_OFFSETS = text(
-    """
+_OFFSETS = """
     SELECT partition, next_offset, max_event_time, max_received_at FROM consumer_offsets
     WHERE group_id = :group_id AND topic = :topic
       AND partition = ANY(CAST(:partitions AS integer[]))
-    """
-)
+"""
+_LOAD_OFFSETS = text(_OFFSETS)
+# Locked until the batch commits: what it checked cannot change under it.
+_LOCK_OFFSETS = text(_OFFSETS + " ORDER BY partition FOR UPDATE")
 
 _ADMITTED = text(
     "SELECT value FROM kpi_dimension_values WHERE kpi = :kpi AND dimension = :dimension"
@@ -503,8 +504,25 @@ async def admit_values(
 async def load_offsets(
     session: AsyncSession, group_id: str, topic: str, partitions: Sequence[int]
 ) -> dict[int, StoredOffset]:
+    return await _offsets(session, _LOAD_OFFSETS, group_id, topic, partitions)
+
+
+async def offsets_behind(
+    session: AsyncSession, group_id: str, topic: str, first_offsets: Mapping[int, int]
+) -> dict[int, StoredOffset]:
+    """The stored offsets (locked for this transaction) that are behind where the batch
+    starts: commits this process saw succeed that the database no longer has (a crash with
+    asynchronous commit, a failover to a lagging replica, a restore). Ahead is fine: another
+    process got there first, and the dedupe absorbs the overlap."""
+    stored = await _offsets(session, _LOCK_OFFSETS, group_id, topic, sorted(first_offsets))
+    return {p: o for p, o in stored.items() if o.next_offset < first_offsets[p]}
+
+
+async def _offsets(
+    session: AsyncSession, statement: Any, group_id: str, topic: str, partitions: Sequence[int]
+) -> dict[int, StoredOffset]:
     rows = await session.execute(
-        _LOAD_OFFSETS, {"group_id": group_id, "topic": topic, "partitions": list(partitions)}
+        statement, {"group_id": group_id, "topic": topic, "partitions": list(partitions)}
     )
     return {
         r.partition: StoredOffset(

@@ -25,7 +25,14 @@ from services.aggregator.guard import CardinalityGuard
 from services.aggregator.repository import StoredOffset
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.watermark import Watermark
-from services.aggregator.writer import Abandoned, BadData, BatchWriter, Prepared, Written
+from services.aggregator.writer import (
+    Abandoned,
+    BadData,
+    BatchWriter,
+    OffsetGap,
+    Prepared,
+    Written,
+)
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.kafka import ensure_topics, make_producer
 
@@ -51,12 +58,7 @@ class Aggregator:
 
     async def start(self) -> None:
         s = self.settings
-        commit_mode = "on" if s.aggregator_synchronous_commit else "off"
-        self._engine = make_engine(
-            s,
-            application_name="pacekeeper-aggregator",
-            server_settings={"synchronous_commit": commit_mode},
-        )
+        self._engine = make_engine(s, application_name="pacekeeper-aggregator")
         self._sessions = make_sessionmaker(self._engine)
         self._writer = BatchWriter(
             self._sessions,
@@ -134,6 +136,10 @@ class Aggregator:
                     except Abandoned:
                         log.info("shutting down: batch abandoned, it will be read again")
                         return
+                    except OffsetGap as gap:
+                        # The batch read ahead continues the old positions: in_order drops it.
+                        await self._consumer.resume_from(gap.stored)
+                        continue
                 await updates.publish(self._producer, s.kpi_updates_topic, written.ranges)
         finally:
             if ahead is not None:

@@ -20,11 +20,6 @@ class AggregatorSettings(BaseServiceSettings):
     aggregator_batch_max_events: int = Field(5000, ge=1, le=100_000)
     # Upper bound a quiet stream waits to fill a batch; it bounds freshness.
     aggregator_batch_max_wait: float = Field(0.2, gt=0, le=10)
-    # A batch's state and its partition offsets commit together, so a commit that a
-    # database crash loses takes its offsets with it and the events are read again from
-    # Kafka: exactly-once holds without waiting for each commit's WAL flush. On (the
-    # PostgreSQL default) only if other writers rely on it.
-    aggregator_synchronous_commit: bool = False
     # Distinct-value and retention rows remembered as stored (per kind), so a batch does not
     # write them again; ~200 bytes each.
     aggregator_known_rows: int = Field(500_000, ge=0)

@@ -38,6 +38,15 @@ class BadData(Exception):
     """The database refused something in this batch's data (SQLSTATE class 22)."""
 
 
+class OffsetGap(Exception):
+    """The database's offsets are behind where the batch starts: the consumer must go back
+    to them, or the events in between would never be counted."""
+
+    def __init__(self, stored: dict[int, repository.StoredOffset]) -> None:
+        super().__init__(f"stored offsets behind the batch: {sorted(stored)}")
+        self.stored = stored
+
+
 class Abandoned(Exception):
     """Shutdown while the batch could not be written; nothing of it was committed."""
 
@@ -91,7 +100,7 @@ class BatchWriter:
 
     def forget(self) -> None:
         """Drop every cache of stored state (new definitions, or a new database connection:
-        with asynchronous commit, a database crash may have lost the last commits)."""
+        a restored or failed-over database may not hold what this process saw committed)."""
         self._guard.clear()
         self._known_distinct.clear()
         self._known_comebacks.clear()
@@ -112,6 +121,11 @@ class BatchWriter:
         started = time.perf_counter()
         out = Written()
         async with transaction(self._sessions) as session:
+            behind = await repository.offsets_behind(
+                session, self._group_id, self._topic, batch.first_offsets
+            )
+            if behind:
+                raise OffsetGap(behind)  # rolls the transaction back
             if await self._definitions.ensure_current(session):
                 self.forget()
             catalog = self._definitions.catalog

@@ -21,6 +21,9 @@ def run_migrations_online() -> None:
     try:
         with engine.connect() as connection:
             schema = connection.exec_driver_sql("select current_schema()").scalar_one()
+            # End the transaction that query opened: Alembic must own every transaction,
+            # or a migration's autocommit block (CALL refresh_…) cannot commit around it.
+            connection.commit()
             context.configure(
                 connection=connection,
                 target_metadata=None,

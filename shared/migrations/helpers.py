@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from alembic import op
 
+# Continuous aggregates answer only for data this far back: later minutes can still change
+# (late events are accepted for 7 days) and are read from kpi_points directly, so a stale
+# materialization never shows.
+CAGG_HORIZON = "8 days"
+
 
 def has_timescaledb() -> bool:
     """True when the extension is installed in this database (created by the DBA/infra script)."""

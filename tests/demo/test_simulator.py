@@ -201,3 +201,17 @@ def test_rate_sizes_the_shop() -> None:
     visits = visits_for_rate(config, events_per_second=100, speed=1)
     assert visits * per_visit / 86400 == pytest.approx(100)
     assert visits_for_rate(config, 100, speed=60) == pytest.approx(visits / 60)
+
+
+def test_checkout_collapse_hits_payments_made_during_it_even_of_earlier_sessions() -> None:
+    """The page the demo shows waits for 10 minutes of conversion under 1 %: the gateway must
+    fail every payment made in the incident, not only those of sessions begun in it."""
+    sim = incident(Scenario.checkout_collapse)
+    day = MONDAY + timedelta(days=1)
+
+    def orders(minutes: tuple[int, int]) -> int:
+        span = [day + timedelta(hours=12, minutes=m) for m in minutes]
+        return counts(events_between(sim, *span))["order_completed"]
+
+    # Right after the 2-minute ramp, when earlier sessions still reach checkout.
+    assert orders((2, 12)) < 0.2 * orders((-12, -2))

@@ -10,7 +10,12 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from shared.migrations.helpers import grant_execute, grant_read_only, has_timescaledb
+from shared.migrations.helpers import (
+    CAGG_HORIZON,
+    grant_execute,
+    grant_read_only,
+    has_timescaledb,
+)
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -21,10 +26,6 @@ depends_on: str | Sequence[str] | None = None
 # gamma = (1 + alpha) / (1 - alpha).
 # services/aggregator/sketch.py computes the bin keys with the same gamma (a unit test checks).
 SKETCH_GAMMA = repr((1 + 0.01) / (1 - 0.01))
-# Hourly continuous aggregates answer only for hours this far back: later hours can still
-# change (late events are accepted for 7 days) and are read from kpi_points directly, so
-# a stale materialization never shows.
-CAGG_HORIZON = "8 days"
 
 STATE_TABLES = (
     "consumer_offsets",
