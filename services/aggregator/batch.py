@@ -50,6 +50,9 @@ class Batch:
     events: list[Event] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     first_offsets: dict[int, int] = field(default_factory=dict)
+    # Partitions whose first offset continues a commit this process knows of: the database
+    # must hold their offsets (set by the service before the batch is written).
+    resumes: frozenset[int] = frozenset()
     next_offsets: dict[int, int] = field(default_factory=dict)
     marks: dict[int, Watermark] = field(default_factory=dict)
     late: int = 0

@@ -108,18 +108,26 @@ class EventConsumer:
             "batch fetched across a rebalance dropped; refetching", extra={"records": len(records)}
         )
 
-    async def resume_from(self, stored: dict[int, StoredOffset]) -> None:
-        """Call with `lock` held: go back to offsets the database holds but this process had
-        moved past (its later commits were lost); the batches after them are read again."""
+    async def resume_from(self, stored: dict[int, StoredOffset | None]) -> None:
+        """Call with `lock` held: go back to offsets the database holds (None: it holds none,
+        start over) but this process had moved past, because its later commits were lost;
+        the batches after them are read again."""
         assigned = {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
         for partition, offset in stored.items():
-            if partition in assigned:
-                self._consumer.seek(TopicPartition(self.topic, partition), offset.next_offset)
+            if partition not in assigned:
+                continue
+            tp = TopicPartition(self.topic, partition)
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+                self.positions.pop(partition, None)
+                self.marks[partition] = Watermark()
+            else:
+                self._consumer.seek(tp, offset.next_offset)
                 self.positions[partition] = offset.next_offset
                 self.marks[partition] = offset.mark
         log.warning(
             "the database lost commits; reading again from its offsets",
-            extra={"offsets": {p: o.next_offset for p, o in stored.items()}},
+            extra={"offsets": {p: o and o.next_offset for p, o in stored.items()}},
         )
 
     def committed(self, next_offsets: dict[int, int], marks: dict[int, Watermark]) -> None:

@@ -508,14 +508,23 @@ async def load_offsets(
 
 
 async def offsets_behind(
-    session: AsyncSession, group_id: str, topic: str, first_offsets: Mapping[int, int]
-) -> dict[int, StoredOffset]:
+    session: AsyncSession,
+    group_id: str,
+    topic: str,
+    first_offsets: Mapping[int, int],
+    resumes: Collection[int],
+) -> dict[int, StoredOffset | None]:
     """The stored offsets (locked for this transaction) that are behind where the batch
-    starts: commits this process saw succeed that the database no longer has (a crash with
-    asynchronous commit, a failover to a lagging replica, a restore). Ahead is fine: another
-    process got there first, and the dedupe absorbs the overlap."""
+    starts — None where a partition in `resumes` has none at all: commits this process saw
+    succeed that the database no longer has (a crash with asynchronous commit, a failover
+    to a lagging replica, a restore). Ahead is fine: another process got there first, and
+    the dedupe absorbs the overlap."""
     stored = await _offsets(session, _LOCK_OFFSETS, group_id, topic, sorted(first_offsets))
-    return {p: o for p, o in stored.items() if o.next_offset < first_offsets[p]}
+    behind: dict[int, StoredOffset | None] = {
+        p: o for p, o in stored.items() if o.next_offset < first_offsets[p]
+    }
+    behind.update({p: None for p in resumes if p in first_offsets and p not in stored})
+    return behind
 
 
 async def _offsets(

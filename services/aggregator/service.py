@@ -169,6 +169,8 @@ class Aggregator:
         """Write one batch; on data the database refuses, split it until the culprit is one
         record, which goes to the DLQ — the stream never stops on one bad message."""
         assert self._writer is not None
+        positions = self._consumer.positions
+        batch.resumes = frozenset(p for p in batch.first_offsets if p in positions)
         await self._dead_letter(
             [r for r in batch.rejected if (r.partition, r.offset) not in sent], sent
         )

@@ -42,7 +42,7 @@ class OffsetGap(Exception):
     """The database's offsets are behind where the batch starts: the consumer must go back
     to them, or the events in between would never be counted."""
 
-    def __init__(self, stored: dict[int, repository.StoredOffset]) -> None:
+    def __init__(self, stored: dict[int, repository.StoredOffset | None]) -> None:
         super().__init__(f"stored offsets behind the batch: {sorted(stored)}")
         self.stored = stored
 
@@ -122,9 +122,10 @@ class BatchWriter:
         out = Written()
         async with transaction(self._sessions) as session:
             behind = await repository.offsets_behind(
-                session, self._group_id, self._topic, batch.first_offsets
+                session, self._group_id, self._topic, batch.first_offsets, batch.resumes
             )
             if behind:
+                self.forget()  # what it cached of those commits is gone too
                 raise OffsetGap(behind)  # rolls the transaction back
             if await self._definitions.ensure_current(session):
                 self.forget()

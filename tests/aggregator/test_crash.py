@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from shared.kafka import ensure_topics
@@ -155,3 +156,53 @@ async def test_two_processes_one_killed_rebalance_is_exact(
         exit_code = _stop(second)
     assert exit_code == 0, log.read_text()[-3000:]
     workload.assert_all_kpis_exact(database_url, schema, oracle.dedupe(stream), _windows(now))
+
+
+async def test_state_restored_to_empty_under_a_running_aggregator_is_rebuilt_exactly(
+    service_env: dict[str, str],
+    definitions_stored: None,
+    topics: Topics,
+    unique: str,
+    kafka_bootstrap: str,
+    database_url: str,
+    schema: str,
+    tmp_path: Path,
+) -> None:
+    """Every commit the aggregator made is gone at once, as after restoring a backup taken
+    before it started, and its connections drop. It must notice that the database no longer
+    holds its offsets (none at all), start those partitions over, forget its caches, and
+    end exactly right."""
+    await _ensure_topics(service_env, topics)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    _events, stream = _workload(now)
+    log = tmp_path / "aggregator.log"
+    proc = _spawn(_env(service_env, unique), log)
+    producing = asyncio.create_task(
+        workload.produce(kafka_bootstrap, topics.events, stream, rate=800)
+    )
+    try:
+        await asyncio.sleep(4)
+        tables = (
+            "events, event_dedupe, kpi_points, kpi_distinct, kpi_funnel_steps,"
+            " kpi_retention_cohorts, kpi_retention_returns, kpi_dimension_values,"
+            " consumer_offsets"
+        )
+        url = database_url.replace("postgresql+psycopg", "postgresql")
+        with psycopg.connect(url, autocommit=True, options=f"-c search_path={schema}") as conn:
+            conn.execute(f"TRUNCATE {tables}")
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'pacekeeper-aggregator' AND pid <> pg_backend_pid()"
+            )
+        await producing
+        await workload.wait_consumed(
+            database_url, schema, unique, topics.events, len(stream), within=60
+        )
+    finally:
+        exit_code = _stop(proc)
+    assert exit_code == 0, log.read_text()[-3000:]
+    assert "the database lost commits" in log.read_text()
+    checked = workload.assert_all_kpis_exact(
+        database_url, schema, oracle.dedupe(stream), _windows(now)
+    )
+    assert checked > 30
