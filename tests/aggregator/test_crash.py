@@ -1,6 +1,7 @@
 """Exactly-once under SIGKILL: the aggregator runs as a real process, is killed at random
 moments while a producer sends, and restarted; at the end every KPI equals the oracle.
-Also with two processes sharing the partitions and one of them killed (rebalance)."""
+Also with two processes sharing the partitions and one of them killed (rebalance), and
+with every commit wiped from the database under a running process (a restore)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,131 +81,124 @@ async def _ensure_topics(service_env: dict[str, str], topics: Topics) -> None:
     await ensure_topics(settings, {topics.events: PARTITIONS, topics.dlq: 1, topics.kpi_updates: 1})
 
 
-async def test_sigkill_and_restart_lose_and_double_nothing(
-    service_env: dict[str, str],
-    definitions_stored: None,
-    topics: Topics,
-    unique: str,
-    kafka_bootstrap: str,
-    database_url: str,
-    schema: str,
-    tmp_path: Path,
-) -> None:
-    await _ensure_topics(service_env, topics)
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    _events, stream = _workload(now)
-    # Static membership: a restarted process takes its partitions back without waiting
-    # for the dead one's session to time out.
-    env = _env(service_env, unique, PACEKEEPER_AGGREGATOR_INSTANCE_ID=f"{unique}-a")
-    log = tmp_path / "aggregator.log"
-    rng = random.Random(5)
-    proc = _spawn(env, log)
-    producing = asyncio.create_task(
-        workload.produce(kafka_bootstrap, topics.events, stream, rate=800)
-    )
-    kills = 0
-    try:
-        while kills < 5:
-            await asyncio.sleep(rng.uniform(1.0, 3.0))
-            proc.kill()  # SIGKILL: no cleanup, mid-batch or mid-commit
-            proc.wait()
-            kills += 1
-            proc = _spawn(env, log)
-        await producing
-        await workload.wait_consumed(
-            database_url, schema, unique, topics.events, len(stream), within=60
+@dataclass
+class Run:
+    """One scenario: the workload, the aggregator processes it starts, their shared log."""
+
+    service_env: dict[str, str]
+    topics: Topics
+    group: str
+    bootstrap: str
+    database_url: str
+    schema: str
+    log: Path
+    now: datetime
+    stream: list[oracle.Raw]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def spawn(self, **extra: str) -> subprocess.Popen[bytes]:
+        proc = _spawn(_env(self.service_env, self.group, **extra), self.log)
+        self.processes.append(proc)
+        return proc
+
+    def produce(self, rate: int) -> asyncio.Task[None]:
+        return asyncio.create_task(
+            workload.produce(self.bootstrap, self.topics.events, self.stream, rate=rate)
         )
-    finally:
-        exit_code = _stop(proc)
-    assert exit_code == 0, log.read_text()[-3000:]
-    checked = workload.assert_all_kpis_exact(
-        database_url, schema, oracle.dedupe(stream), _windows(now)
-    )
-    assert checked > 30
 
-
-async def test_two_processes_one_killed_rebalance_is_exact(
-    service_env: dict[str, str],
-    definitions_stored: None,
-    topics: Topics,
-    unique: str,
-    kafka_bootstrap: str,
-    database_url: str,
-    schema: str,
-    tmp_path: Path,
-) -> None:
-    await _ensure_topics(service_env, topics)
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    _events, stream = _workload(now)
-    env = _env(service_env, unique)
-    log = tmp_path / "aggregators.log"
-    first, second = _spawn(env, log), _spawn(env, log)
-    producing = asyncio.create_task(
-        workload.produce(kafka_bootstrap, topics.events, stream, rate=1000)
-    )
-    try:
-        # Once both hold partitions and work is under way, kill one mid-stream.
-        await asyncio.sleep(random.Random(9).uniform(4.0, 6.0))
-        first.kill()
-        first.wait()
-        await producing
+    async def settle(self, survivor: subprocess.Popen[bytes]) -> int:
+        """Wait until every message is committed, stop the survivor cleanly and compare
+        every KPI with the oracle; returns how many values were compared."""
         try:
             await workload.wait_consumed(
-                database_url, schema, unique, topics.events, len(stream), within=60
-            )
+                self.database_url, self.schema, self.group, self.topics.events,
+                len(self.stream), within=60,
+            )  # fmt: skip
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{log.read_text()[-4000:]}") from None
+            raise AssertionError(f"{exc}\n{self.log.read_text()[-4000:]}") from None
+        finally:
+            exit_code = _stop(survivor)
+        assert exit_code == 0, self.log.read_text()[-3000:]
+        return workload.assert_all_kpis_exact(
+            self.database_url, self.schema, oracle.dedupe(self.stream), _windows(self.now)
+        )
+
+
+@pytest.fixture
+async def run(
+    service_env: dict[str, str],
+    definitions_stored: None,
+    topics: Topics,
+    unique: str,
+    kafka_bootstrap: str,
+    database_url: str,
+    schema: str,
+    tmp_path: Path,
+) -> AsyncIterator[Run]:
+    await _ensure_topics(service_env, topics)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    _events, stream = _workload(now)
+    scenario = Run(
+        service_env, topics, unique, kafka_bootstrap, database_url, schema,
+        tmp_path / "aggregator.log", now, stream,
+    )  # fmt: skip
+    try:
+        yield scenario
     finally:
-        exit_code = _stop(second)
-    assert exit_code == 0, log.read_text()[-3000:]
-    workload.assert_all_kpis_exact(database_url, schema, oracle.dedupe(stream), _windows(now))
+        for proc in scenario.processes:  # a test that failed early leaves them running
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+async def test_sigkill_and_restart_lose_and_double_nothing(run: Run) -> None:
+    # Static membership: a restarted process takes its partitions back without waiting
+    # for the dead one's session to time out.
+    instance = {"PACEKEEPER_AGGREGATOR_INSTANCE_ID": f"{run.group}-a"}
+    rng = random.Random(5)
+    proc = run.spawn(**instance)
+    producing = run.produce(rate=800)
+    for _ in range(5):
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
+        proc.kill()  # SIGKILL: no cleanup, mid-batch or mid-commit
+        proc.wait()
+        proc = run.spawn(**instance)
+    await producing
+    assert await run.settle(proc) > 30
+
+
+async def test_two_processes_one_killed_rebalance_is_exact(run: Run) -> None:
+    first, second = run.spawn(), run.spawn()
+    producing = run.produce(rate=1000)
+    # Once both hold partitions and work is under way, kill one mid-stream.
+    await asyncio.sleep(random.Random(9).uniform(4.0, 6.0))
+    first.kill()
+    first.wait()
+    await producing
+    assert await run.settle(second) > 30
 
 
 async def test_state_restored_to_empty_under_a_running_aggregator_is_rebuilt_exactly(
-    service_env: dict[str, str],
-    definitions_stored: None,
-    topics: Topics,
-    unique: str,
-    kafka_bootstrap: str,
-    database_url: str,
-    schema: str,
-    tmp_path: Path,
+    run: Run,
 ) -> None:
     """Every commit the aggregator made is gone at once, as after restoring a backup taken
     before it started, and its connections drop. It must notice that the database no longer
     holds its offsets (none at all), start those partitions over, forget its caches, and
     end exactly right."""
-    await _ensure_topics(service_env, topics)
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    _events, stream = _workload(now)
-    log = tmp_path / "aggregator.log"
-    proc = _spawn(_env(service_env, unique), log)
-    producing = asyncio.create_task(
-        workload.produce(kafka_bootstrap, topics.events, stream, rate=800)
+    proc = run.spawn()
+    producing = run.produce(rate=800)
+    await asyncio.sleep(4)
+    tables = (
+        "events, event_dedupe, kpi_points, kpi_distinct, kpi_funnel_steps,"
+        " kpi_retention_cohorts, kpi_retention_returns, kpi_dimension_values, consumer_offsets"
     )
-    try:
-        await asyncio.sleep(4)
-        tables = (
-            "events, event_dedupe, kpi_points, kpi_distinct, kpi_funnel_steps,"
-            " kpi_retention_cohorts, kpi_retention_returns, kpi_dimension_values,"
-            " consumer_offsets"
+    url = run.database_url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(url, autocommit=True, options=f"-c search_path={run.schema}") as conn:
+        conn.execute(f"TRUNCATE {tables}")
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'pacekeeper-aggregator' AND pid <> pg_backend_pid()"
         )
-        url = database_url.replace("postgresql+psycopg", "postgresql")
-        with psycopg.connect(url, autocommit=True, options=f"-c search_path={schema}") as conn:
-            conn.execute(f"TRUNCATE {tables}")
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = 'pacekeeper-aggregator' AND pid <> pg_backend_pid()"
-            )
-        await producing
-        await workload.wait_consumed(
-            database_url, schema, unique, topics.events, len(stream), within=60
-        )
-    finally:
-        exit_code = _stop(proc)
-    assert exit_code == 0, log.read_text()[-3000:]
-    assert "the database lost commits" in log.read_text()
-    checked = workload.assert_all_kpis_exact(
-        database_url, schema, oracle.dedupe(stream), _windows(now)
-    )
-    assert checked > 30
+    await producing
+    assert await run.settle(proc) > 30
+    assert "the database lost commits" in run.log.read_text()
