@@ -266,9 +266,6 @@ class Accepted:
     key: bytes
     value: bytes
 
-    def envelope(self) -> Envelope:
-        return decode(self.value)
-
 
 def _to_wire(envelope: Envelope) -> dict[str, Any]:
     return {

@@ -114,17 +114,8 @@ class EventConsumer:
         the batches after them are read again."""
         assigned = {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
         for partition, offset in stored.items():
-            if partition not in assigned:
-                continue
-            tp = TopicPartition(self.topic, partition)
-            if offset is None:
-                await self._consumer.seek_to_beginning(tp)
-                self.positions.pop(partition, None)
-                self.marks[partition] = Watermark()
-            else:
-                self._consumer.seek(tp, offset.next_offset)
-                self.positions[partition] = offset.next_offset
-                self.marks[partition] = offset.mark
+            if partition in assigned:
+                await self._seek_to_stored(partition, offset)
         log.warning(
             "the database lost commits; reading again from its offsets",
             extra={"offsets": {p: o and o.next_offset for p, o in stored.items()}},
@@ -152,20 +143,23 @@ class EventConsumer:
         stored = await self._load_offsets(partitions)
         async with self.lock:
             for partition in partitions:
-                tp = TopicPartition(self.topic, partition)
-                offset = stored.get(partition)
-                if offset is None:
-                    await self._consumer.seek_to_beginning(tp)
-                    self.marks[partition] = Watermark()
-                    self.positions.pop(partition, None)
-                else:
-                    self._consumer.seek(tp, offset.next_offset)
-                    self.marks[partition] = offset.mark
-                    self.positions[partition] = offset.next_offset
+                await self._seek_to_stored(partition, stored.get(partition))
         log.info(
             "partitions assigned",
             extra={"partitions": partitions, "from_db": sorted(stored)},
         )
+
+    async def _seek_to_stored(self, partition: int, offset: StoredOffset | None) -> None:
+        """Continue a partition after its stored offset, or from the beginning without one."""
+        tp = TopicPartition(self.topic, partition)
+        if offset is None:
+            await self._consumer.seek_to_beginning(tp)
+            self.marks[partition] = Watermark()
+            self.positions.pop(partition, None)
+        else:
+            self._consumer.seek(tp, offset.next_offset)
+            self.marks[partition] = offset.mark
+            self.positions[partition] = offset.next_offset
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # Waits for the batch in flight to commit: it may hold records of these partitions.

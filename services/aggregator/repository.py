@@ -277,20 +277,21 @@ async def _copy(driver: AsyncConnection[Any], table: str, columns: str, lines: l
         await copy.write("".join(lines).encode())
 
 
-_STAGED_INSERT = {
-    "kpi_funnel_steps": (_INSERT_FUNNEL, "kpi, actor, step, time, dims"),
-    "kpi_distinct": (_INSERT_DISTINCT, "kpi, bucket, dims, value"),
-    "kpi_retention_returns": (_INSERT_RETURNS, "kpi, actor, slot"),
+# Set tables: their columns, staging table and ON CONFLICT DO NOTHING insert from it.
+_SET_TABLES = {
+    "kpi_funnel_steps": ("kpi, actor, step, time, dims", "pk_stage_funnel", _INSERT_FUNNEL),
+    "kpi_distinct": ("kpi, bucket, dims, value", "pk_stage_distinct", _INSERT_DISTINCT),
+    "kpi_retention_returns": ("kpi, actor, slot", "pk_stage_returns", _INSERT_RETURNS),
 }
 
 
 async def _insert_new(
-    session: AsyncSession, driver: AsyncConnection[Any], table: str, stage: str, lines: list[str]
+    session: AsyncSession, driver: AsyncConnection[Any], table: str, lines: list[str]
 ) -> None:
     """Insert set rows that are almost certainly not stored yet: a plain COPY, which costs
     half of INSERT … ON CONFLICT DO NOTHING; if one was stored after all, the savepoint is
     rolled back and the rows go through the staging table and ON CONFLICT."""
-    insert, columns = _STAGED_INSERT[table]
+    columns, stage, insert = _SET_TABLES[table]
     await driver.execute("SAVEPOINT pk_rows")
     try:
         await _copy(driver, table, columns, lines)
@@ -427,7 +428,7 @@ async def write_state(
             f"{_t(kpi)}\t{times.bucket(minute)}\t{_t(_dims_json(names[kpi], dims))}\t{_t(value)}\n"
             for kpi, dims, minute, value in distinct
         ]
-        await _insert_new(session, driver, "kpi_distinct", "pk_stage_distinct", lines)
+        await _insert_new(session, driver, "kpi_distinct", lines)
     if state.funnel:
         lines = [
             f"{_t(kpi)}\t{_t(actor)}\t{step}\t{times(ts)}\t{_t(_dims_json(names[kpi], dims))}\n"
@@ -435,7 +436,7 @@ async def write_state(
         ]
         # One row per step event: a row already stored means two events of one actor at
         # the same microsecond.
-        await _insert_new(session, driver, "kpi_funnel_steps", "pk_stage_funnel", lines)
+        await _insert_new(session, driver, "kpi_funnel_steps", lines)
     if state.cohorts:
         lines = [
             f"{_t(kpi)}\t{_t(actor)}\t{times(c.ts)}\t{_t(c.key)}\t"
@@ -448,7 +449,7 @@ async def write_state(
         lines = [
             f"{_t(kpi)}\t{_t(actor)}\t{times(slot * SLOT_US)}\n" for kpi, actor, slot in comebacks
         ]
-        await _insert_new(session, driver, "kpi_retention_returns", "pk_stage_returns", lines)
+        await _insert_new(session, driver, "kpi_retention_returns", lines)
 
 
 _DELETE_RANGE = {

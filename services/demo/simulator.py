@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 SOURCES = ("web-shop", "mobile-app", "support-desk", "content", "ads")
@@ -185,7 +185,10 @@ def poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
+T = TypeVar("T")
+
+
+def _pick(rng: random.Random, weighted: tuple[tuple[T, float], ...]) -> T:
     x = rng.random() * sum(w for _, w in weighted)
     for value, weight in weighted:
         x -= weight
@@ -465,7 +468,7 @@ class Simulator:
         happy *= 1 - 0.25 * backlog  # slow answers make unhappy customers
         if rng.random() < happy:
             return 5 if rng.random() < 0.6 else 4
-        return _pick_int(rng, ((3, 0.5), (2, 0.3), (1, 0.2)))
+        return _pick(rng, ((3, 0.5), (2, 0.3), (1, 0.2)))
 
     def periodic_events(self, minute: int) -> list[SimEvent]:
         """NPS answers, content, follower counts and ad spend."""
@@ -537,15 +540,6 @@ class Simulator:
 HOUR = timedelta(hours=1)
 # Bounded so a stream only looks back minutes for sessions still under way.
 SESSION_PAGES_MAX = timedelta(minutes=15)
-
-
-def _pick_int(rng: random.Random, weighted: tuple[tuple[int, float], ...]) -> int:
-    x = rng.random() * sum(w for _, w in weighted)
-    for value, weight in weighted:
-        x -= weight
-        if x < 0:
-            return value
-    return weighted[-1][0]
 
 
 def _platform(rng: random.Random, app: bool) -> str:

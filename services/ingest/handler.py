@@ -128,7 +128,7 @@ async def ingest(
         EVENTS_REJECTED.labels(rejection.code).inc()
         return problem(rejection.status, rejection.code, rejection.message, headers=close)
 
-    envelopes, errors = parsing.validate(
+    events, errors = parsing.validate(
         candidates, source=principal.source, received_at=received_at, policy=state.policy
     )
     if errors:
@@ -142,9 +142,9 @@ async def ingest(
             errors=errors,
         )
 
-    wait = state.limiter.acquire(principal.key_prefix, len(envelopes))
+    wait = state.limiter.acquire(principal.key_prefix, len(events))
     if wait > 0:
-        EVENTS_REJECTED.labels("rate_limited").inc(len(envelopes))
+        EVENTS_REJECTED.labels("rate_limited").inc(len(events))
         return problem(
             429,
             "rate_limited",
@@ -152,20 +152,20 @@ async def ingest(
             headers={"Retry-After": retry_after_header(wait)},
         )
 
-    if envelopes:
+    if events:
         try:
-            await state.publisher.publish(envelopes)
+            await state.publisher.publish(events)
         except BrokerUnavailable as exc:
-            log.warning("publish failed", extra={"error": str(exc), "events": len(envelopes)})
-            EVENTS_REJECTED.labels("broker_unavailable").inc(len(envelopes))
+            log.warning("publish failed", extra={"error": str(exc), "events": len(events)})
+            EVENTS_REJECTED.labels("broker_unavailable").inc(len(events))
             return problem(
                 503,
                 "unavailable",
                 "Kafka is unavailable; nothing was accepted, retry with the same event ids",
                 headers={"Retry-After": str(settings.ingest_retry_after)},
             )
-        events_accepted(principal.source).inc(len(envelopes))
-    return accepted(len(envelopes))
+        events_accepted(principal.source).inc(len(events))
+    return accepted(len(events))
 
 
 # --- the routes ----------------------------------------------------------------------------

@@ -412,7 +412,7 @@ def validate(
 ) -> tuple[list[Accepted], list[FieldError]]:
     """All events and no errors, or no events and every error of every refused event:
     a request is published whole or not at all."""
-    envelopes: list[Accepted] = []
+    events: list[Accepted] = []
     errors: list[FieldError] = []
     for index, candidate in enumerate(candidates):
         if not candidate.mapped:
@@ -422,7 +422,7 @@ def validate(
             candidate.raw, index, source=source, received_at=received_at, policy=policy
         )
         if isinstance(result, Accepted) and not candidate.errors:
-            envelopes.append(result)
+            events.append(result)
             continue
         errors.extend(candidate.errors)
         if not isinstance(result, Accepted):
@@ -432,4 +432,4 @@ def validate(
                 for renamed in (_renamed(error, candidate.aliases) for error in result)
                 if renamed.field not in seen
             )
-    return ([] if errors else envelopes), errors
+    return ([] if errors else events), errors

@@ -327,4 +327,24 @@ def is_percentile(name: str) -> bool:
     return SPECS[name].kind.value == "percentile"
 
 
+def assert_matches(
+    name: str,
+    dims: dict[str, str] | None,
+    lo: datetime,
+    hi: datetime,
+    actual: float | None,
+    expected: float | None,
+) -> None:
+    """The value under test equals the oracle's for this question (percentiles within the
+    sketch's 1 %); a failure names the question and both answers."""
+    assert close(actual, expected, percentile=is_percentile(name)), (
+        name,
+        dims,
+        lo,
+        hi,
+        actual,
+        expected,
+    )
+
+
 BASE = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)

@@ -49,14 +49,7 @@ def test_value_matches_oracle(stream, cuts, asks, zone: ZoneInfo) -> None:
     for (name, dims), (lo, hi) in asks:
         expected = oracle.value(name, truth, lo, hi, dims, zone)
         actual = evaluator.value(name, lo, hi, dims)
-        assert oracle.close(actual, expected, percentile=oracle.is_percentile(name)), (
-            name,
-            dims,
-            lo,
-            hi,
-            actual,
-            expected,
-        )
+        oracle.assert_matches(name, dims, lo, hi, actual, expected)
 
 
 @settings(max_examples=100, deadline=None)

@@ -116,14 +116,7 @@ def test_sql_functions_match_the_oracle(
     )
     for ((name, dims), (lo, hi)), actual in zip(asks, values, strict=True):
         expected = oracle.value(name, truth, lo, hi, dims, zone)
-        assert oracle.close(actual, expected, percentile=oracle.is_percentile(name)), (
-            name,
-            dims,
-            lo,
-            hi,
-            actual,
-            expected,
-        )
+        oracle.assert_matches(name, dims, lo, hi, actual, expected)
     from services.aggregator.kpimath import grid
 
     ((name, dims), (lo, hi)), step = series_ask

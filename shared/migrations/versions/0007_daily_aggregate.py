@@ -30,7 +30,7 @@ _SIGNATURE = "pk_points(kpi_name text, lo timestamptz, hi timestamptz, f jsonb)"
 _RETURNS = "TABLE(c numeric, s double precision, mn double precision, mx double precision)"
 
 
-def _minutes_and_hours(parts_from_days: str, days_window: str) -> str:
+def _pk_points(parts_from_days: str, days_window: str) -> str:
     """pk_points reading minutes at the edges, whole old hours from the hourly aggregate,
     and (when `parts_from_days` is given) whole old days from the daily one."""
     return f"""
@@ -80,7 +80,7 @@ def upgrade() -> None:
         " schedule_interval => interval '1 day')"
     )
     op.execute(
-        _minutes_and_hours(
+        _pk_points(
             days_window="AND NOT (e.d1 < e.d2 AND h.bucket >= e.d1 AND h.bucket < e.d2)",
             parts_from_days="""
                 UNION ALL
@@ -103,5 +103,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     if not has_timescaledb():
         return
-    op.execute(_minutes_and_hours(days_window="", parts_from_days=""))
+    op.execute(_pk_points(days_window="", parts_from_days=""))
     op.execute("DROP MATERIALIZED VIEW kpi_points_daily")
