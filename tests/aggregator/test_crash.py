@@ -194,7 +194,11 @@ async def test_state_restored_to_empty_under_a_running_aggregator_is_rebuilt_exa
     )
     url = run.database_url.replace("postgresql+psycopg", "postgresql")
     with psycopg.connect(url, autocommit=True, options=f"-c search_path={run.schema}") as conn:
-        conn.execute(f"TRUNCATE {tables}")
+        # Every aggregator transaction locks its consumer_offsets rows first; taking that table
+        # first too means TRUNCATE waits for a running batch instead of deadlocking with it.
+        with conn.transaction():
+            conn.execute("LOCK TABLE consumer_offsets IN ACCESS EXCLUSIVE MODE")
+            conn.execute(f"TRUNCATE {tables}")
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE application_name = 'pacekeeper-aggregator' AND pid <> pg_backend_pid()"
