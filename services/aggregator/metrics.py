@@ -55,3 +55,7 @@ watermark_seconds = Gauge(
     "Per partition: epoch seconds before which minutes are complete",
     ["topic", "partition"],
 )
+kpi_updates_published = Counter(
+    "pacekeeper_aggregator_kpi_updates_published_total",
+    "Messages on kpi-updates acknowledged by the broker (one per KPI and relay round)",
+)

@@ -576,3 +576,57 @@ async def store_offsets(
             ],
         },
     )
+
+
+# --- kpi-updates outbox ---------------------------------------------------------------
+
+_STORE_UPDATES = text(
+    """
+    INSERT INTO kpi_update_outbox (kpi, t_from, t_to)
+    SELECT * FROM unnest(
+        CAST(:kpis AS text[]), CAST(:froms AS timestamptz[]), CAST(:tos AS timestamptz[])
+    )
+    """
+)
+# SKIP LOCKED: several aggregator processes relay the same table without sending a row twice
+# while another holds it.
+_TAKE_UPDATES = text(
+    """
+    SELECT id, kpi, t_from, t_to FROM kpi_update_outbox
+    ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+    """
+)
+_DELETE_UPDATES = text("DELETE FROM kpi_update_outbox WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingUpdate:
+    id: int
+    kpi: str
+    t_from: datetime
+    t_to: datetime
+
+
+async def store_updates(session: AsyncSession, ranges: Mapping[str, tuple[int, int]]) -> None:
+    """Queue a batch's changed ranges (epoch µs) in its own transaction."""
+    if not ranges:
+        return
+    kpis = sorted(ranges)
+    await session.execute(
+        _STORE_UPDATES,
+        {
+            "kpis": kpis,
+            "froms": [from_us(ranges[k][0]) for k in kpis],
+            "tos": [from_us(ranges[k][1]) for k in kpis],
+        },
+    )
+
+
+async def take_updates(session: AsyncSession, limit: int) -> list[PendingUpdate]:
+    """The oldest queued updates, locked until the session's transaction ends."""
+    result = await session.execute(_TAKE_UPDATES, {"limit": limit})
+    return [PendingUpdate(*row) for row in result.all()]
+
+
+async def delete_updates(session: AsyncSession, ids: Sequence[int]) -> None:
+    await session.execute(_DELETE_UPDATES, {"ids": list(ids)})

@@ -1,8 +1,8 @@
 """The aggregator as a component: `start()`, `run()` until asked to stop, `stop()`.
 
 Pipeline per batch: collect records -> assemble (decode, lateness, in-batch dedupe) ->
-DLQ the rejected ones (acked) -> one transaction (events, KPI state, offsets) -> after the
-commit, announce the changed KPI ranges.
+DLQ the rejected ones (acked) -> one transaction (events, KPI state, changed KPI ranges,
+offsets) -> after the commit, the relay announces those ranges on kpi-updates.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.aggregator import dlq, metrics, repository, updates
+from services.aggregator import dlq, metrics, repository
 from services.aggregator.batch import Batch, Policy, Rejected, assemble
 from services.aggregator.consumer import EventConsumer
 from services.aggregator.definitions import Definitions, listen
 from services.aggregator.guard import CardinalityGuard
 from services.aggregator.repository import StoredOffset
 from services.aggregator.settings import AggregatorSettings
+from services.aggregator.updates import RELAY_ERRORS, UpdateRelay
 from services.aggregator.watermark import Watermark
 from services.aggregator.writer import (
     Abandoned,
@@ -50,6 +51,7 @@ class Aggregator:
         self._producer = make_producer(settings, client_id="pacekeeper-aggregator")
         self._consumer = EventConsumer(settings, self._load_offsets)
         self._writer: BatchWriter | None = None
+        self._relay: UpdateRelay | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._db_ok = False
         self._policy = Policy(settings.watermark_delay_us, settings.allowed_lateness_us)
@@ -82,6 +84,9 @@ class Aggregator:
             asyncio.create_task(listen(s.database_url.get_secret_value(), self._reload_quietly))
         )
         self._tasks.append(asyncio.create_task(self._purge_dedupe()))
+        self._relay = UpdateRelay(self._sessions, self._producer, s.kpi_updates_topic)
+        self._relay.wake()  # what a previous process committed but did not send
+        self._tasks.append(asyncio.create_task(self._relay.run()))
         await self._consumer.start()
         log.info(
             "aggregator started",
@@ -96,6 +101,13 @@ class Aggregator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._consumer.stop()
+        if self._relay is not None:
+            # The last batches' updates; whatever does not make it stays queued for the
+            # next start.
+            try:
+                await asyncio.wait_for(self._relay.drain(), timeout=5)
+            except RELAY_ERRORS as exc:
+                log.warning("kpi updates left queued at shutdown", extra={"error": repr(exc)})
         await self._producer.stop()
         if self._engine is not None:
             await self._engine.dispose()
@@ -115,7 +127,6 @@ class Aggregator:
         it across getmany deadlocks the rebalance. A batch collected across a rebalance that
         does not continue the committed positions is dropped and fetched again.
         """
-        s = self.settings
         ahead: asyncio.Task[Prepared] | None = None
         try:
             while not self.stopping.is_set():
@@ -132,7 +143,7 @@ class Aggregator:
                     ahead = asyncio.create_task(self._prepare(ready.batch.marks))
                     metrics.batch_size.observe(len(ready.records))
                     try:
-                        written = await self._process(ready.records, ready.batch, set(), ready)
+                        await self._process(ready.records, ready.batch, set(), ready)
                     except Abandoned:
                         log.info("shutting down: batch abandoned, it will be read again")
                         return
@@ -140,7 +151,8 @@ class Aggregator:
                         # The batch read ahead continues the old positions: in_order drops it.
                         await self._consumer.resume_from(gap.stored)
                         continue
-                await updates.publish(self._producer, s.kpi_updates_topic, written.ranges)
+                if self._relay is not None:
+                    self._relay.wake()
         finally:
             if ahead is not None:
                 await _discard(ahead)
@@ -288,11 +300,5 @@ async def _discard(task: asyncio.Task[Any]) -> None:
 
 def _combine(first: Written, second: Written) -> Written:
     out = Written(first.applied + second.applied, first.duplicates + second.duplicates)
-    out.ranges = dict(first.ranges)
-    for kpi, (lo, hi) in second.ranges.items():
-        current = out.ranges.get(kpi)
-        out.ranges[kpi] = (
-            (lo, hi) if current is None else (min(current[0], lo), max(current[1], hi))
-        )
     out.folds = first.folds + second.folds
     return out

@@ -1,27 +1,36 @@
 """Which KPI minutes a committed batch changed, and their announcement on kpi-updates.
 
 The message itself is `shared.kpi_updates` (key = KPI name). Derived KPIs
-(ratio, formula) get their own message when an input changed. Sent after the commit, so
-a consumer that reads the range always sees the new state; a crash in between loses the
-message (evaluators also run on their own schedule).
+(ratio, formula) get their own message when an input changed. The batch's transaction
+queues its ranges in an outbox; `UpdateRelay` sends them after the commit, so a consumer
+that reads a range always sees the new state, and a crash in between only delays them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
 from datetime import timedelta
 
+import psycopg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.aggregator import metrics, repository
 from services.aggregator.catalog import Catalog
-from services.aggregator.records import US_PER_MINUTE, from_us
+from services.aggregator.records import US_PER_MINUTE, from_us, to_us
 from services.aggregator.rollup import SLOT_US, Rollup
+from shared.db import transaction
 from shared.kpi_updates import encode_update
 
 log = logging.getLogger(__name__)
 _DAY_US = 86_400_000_000
 Ranges = dict[str, tuple[int, int]]  # kpi -> [from, to) in epoch µs, minute-aligned
+# What a relay round may meet that a later round can get past (OSError includes TimeoutError).
+RELAY_ERRORS = (SQLAlchemyError, psycopg.Error, OSError, KafkaError)
 
 
 def _widen(ranges: Ranges, kpi: str, lo: int, hi: int) -> None:
@@ -69,22 +78,76 @@ def changed_ranges(state: Rollup, catalog: Catalog) -> Ranges:
     return ranges
 
 
+class UpdateRelay:
+    """Publishes the outbox (`kpi_update_outbox`): the batch transaction queued the ranges,
+    this sends them and deletes them in one transaction once the broker acknowledged them.
+    A crash anywhere leaves them queued, and they go out after the restart — at least once;
+    readers treat a message as "look again", so a repeat costs one evaluation."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        producer: AIOKafkaProducer,
+        topic: str,
+        *,
+        limit: int = 1000,
+        interval: float = 5.0,
+        timeout: float = 30.0,
+    ) -> None:
+        self._sessions = sessions
+        self._producer = producer
+        self._topic = topic
+        self._limit = limit
+        self._interval = interval  # also picks up what another process left behind
+        # A round holds its rows locked while the broker acknowledges; a producer that
+        # cannot reach it must not hold them (and a connection) for ever.
+        self._timeout = timeout
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """A batch committed: relay now rather than at the next interval."""
+        self._wake.set()
+
+    async def flush(self) -> int:
+        """Send and delete one chunk of the queue; returns how many rows it took."""
+        async with asyncio.timeout(self._timeout), transaction(self._sessions) as session:
+            pending = await repository.take_updates(session, self._limit)
+            if not pending:
+                return 0
+            ranges: Ranges = {}
+            for row in pending:
+                _widen(ranges, row.kpi, to_us(row.t_from), to_us(row.t_to))
+            acks = [
+                await self._producer.send(self._topic, value=message(kpi, lo, hi), key=kpi.encode())
+                for kpi, (lo, hi) in sorted(ranges.items())
+            ]
+            await asyncio.gather(*acks)  # a failure rolls back: the rows stay queued
+            await repository.delete_updates(session, [row.id for row in pending])
+        metrics.kpi_updates_published.inc(len(ranges))
+        return len(pending)
+
+    async def drain(self) -> None:
+        while await self.flush() == self._limit:
+            pass
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            self._wake.clear()
+            try:
+                await self.drain()
+                delay = 0.5
+            except RELAY_ERRORS as exc:
+                log.warning(
+                    "kpi updates not relayed, retrying",
+                    extra={"error": str(exc).splitlines()[0] if str(exc) else repr(exc)},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._interval)
+                self._wake.set()
+
+
 def message(kpi: str, lo: int, hi: int) -> bytes:
     return encode_update(kpi, from_us(lo), from_us(hi))
-
-
-async def publish(
-    producer: AIOKafkaProducer, topic: str, ranges: Mapping[str, tuple[int, int]]
-) -> None:
-    """Hand the messages to the producer without waiting for acks (they must not slow the
-    stream); failures are logged."""
-    for kpi in sorted(ranges):
-        lo, hi = ranges[kpi]
-        future = await producer.send(topic, value=message(kpi, lo, hi), key=kpi.encode())
-        future.add_done_callback(_log_failure)
-
-
-def _log_failure(future: object) -> None:
-    exc = future.exception() if not future.cancelled() else None  # type: ignore[attr-defined]
-    if exc is not None:
-        log.warning("kpi update not delivered", extra={"error": str(exc)})

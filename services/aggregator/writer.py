@@ -1,11 +1,11 @@
 """One database transaction per batch: the exactly-once core.
 
 In one transaction: the definitions barrier, the events not seen before (dedupe on
-(source, id)), the KPI state those — and only those — produce, and the partitions' next
-offsets with their watermarks. Either all of it commits or none of it does; on start and
-on every assignment the consumer resumes from the stored offsets. A batch replayed after
-a crash therefore finds its events already deduplicated and its offsets already past it,
-or finds nothing of it at all.
+(source, id)), the KPI state those — and only those — produce, the changed KPI ranges for
+kpi-updates (an outbox), and the partitions' next offsets with their watermarks. Either
+all of it commits or none of it does; on start and on every assignment the consumer
+resumes from the stored offsets. A batch replayed after a crash therefore finds its events
+already deduplicated and its offsets already past it, or finds nothing of it at all.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from services.aggregator.definitions import Definitions
 from services.aggregator.guard import CardinalityGuard
 from services.aggregator.known import KnownRows
 from services.aggregator.rollup import ComebackRow, DistinctRow, Rollup, fold, rollup
-from services.aggregator.updates import Ranges, changed_ranges
+from services.aggregator.updates import changed_ranges
 from shared.db import transaction
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ class Prepared:
 class Written:
     applied: int = 0
     duplicates: int = 0
-    ranges: Ranges = field(default_factory=dict)
     folds: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
@@ -152,6 +151,7 @@ class BatchWriter:
                 distinct=self._known_distinct.unknown(state.distinct),
                 comebacks=self._known_comebacks.unknown(state.comebacks),
             )
+            await repository.store_updates(session, changed_ranges(state, catalog))
             await repository.store_offsets(
                 session,
                 self._group_id,
@@ -166,7 +166,6 @@ class BatchWriter:
         self._known_comebacks.remember(state.comebacks)
         for (kpi, index), count in folds.items():
             out.folds[(kpi, catalog.dimensions(kpi)[index])] += count
-        out.ranges = changed_ranges(state, catalog)
         metrics.commit_seconds.observe(time.perf_counter() - started)
         return out
 

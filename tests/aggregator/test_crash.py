@@ -22,6 +22,7 @@ import pytest
 from shared.kafka import ensure_topics
 from shared.settings import BaseServiceSettings
 from tests.aggregator import oracle, workload
+from tests.aggregator.helpers import read_all
 from tests.conftest import Topics
 
 pytestmark = pytest.mark.e2e
@@ -119,9 +120,16 @@ class Run:
         finally:
             exit_code = _stop(survivor)
         assert exit_code == 0, self.log.read_text()[-3000:]
-        return workload.assert_all_kpis_exact(
+        compared = workload.assert_all_kpis_exact(
             self.database_url, self.schema, oracle.dedupe(self.stream), _windows(self.now)
         )
+        # Killed between a commit and its announcement or not, every changed minute is on
+        # kpi-updates (the outbox), and a clean stop leaves nothing queued.
+        updates = [v for _k, v, _h in await read_all(self.bootstrap, self.topics.kpi_updates)]
+        missing = workload.minutes_not_announced(self.database_url, self.schema, updates)
+        assert not missing, f"{len(missing)} minutes never announced, e.g. {missing[:5]}"
+        assert workload.queued_updates(self.database_url, self.schema) == 0
+        return compared
 
 
 @pytest.fixture

@@ -4,35 +4,18 @@ included; poison and too-late messages land in the DLQ; changes are announced.""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from services.aggregator.settings import AggregatorSettings
 from tests.aggregator import oracle, workload
-from tests.aggregator.helpers import running
+from tests.aggregator.helpers import read_all, running
 from tests.conftest import Topics
 
 pytestmark = pytest.mark.integration
-
-
-async def _read_all(
-    bootstrap: str, topic: str, expected: int
-) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    out: list[tuple[bytes | None, bytes, dict[str, bytes]]] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + 15
-        while len(out) < expected and asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                out.extend((r.key, r.value, dict(r.headers)) for r in records)
-    finally:
-        await consumer.stop()
-    return out
 
 
 async def test_events_come_out_of_kpi_value_exactly(
@@ -95,10 +78,10 @@ async def test_events_come_out_of_kpi_value_exactly(
     ]
     assert workload.assert_all_kpis_exact(database_url, schema, truth, windows) > 50
 
-    dead = await _read_all(kafka_bootstrap, topics.dlq, 3)
+    dead = await read_all(kafka_bootstrap, topics.dlq, 3)
     reasons = sorted(h["pacekeeper-dlq-reason"].decode().split(":")[0] for _k, _v, h in dead)
     assert reasons == ["not JSON", "too late", "type"]
-    updates = await _read_all(kafka_bootstrap, topics.kpi_updates, 1)
+    updates = await read_all(kafka_bootstrap, topics.kpi_updates, 1)
     assert {orjson.loads(v)["kpi"] for _k, v, _h in updates} >= {
         "orders",
         "conversion",

@@ -147,3 +147,31 @@ def assert_all_kpis_exact(
                 oracle.assert_matches(name, dims, lo, hi, actual, expected)
                 checked += 1
     return checked
+
+
+def minutes_not_announced(
+    database_url: str, schema: str, updates: Sequence[bytes]
+) -> list[tuple[str, datetime]]:
+    """(kpi, minute) pairs holding state that no kpi-updates message covers: a reader
+    evaluating only on those messages would never have looked at them."""
+    announced: dict[str, list[tuple[datetime, datetime]]] = {}
+    for raw in updates:
+        doc = orjson.loads(raw)
+        announced.setdefault(doc["kpi"], []).append(
+            (datetime.fromisoformat(doc["from"]), datetime.fromisoformat(doc["to"]))
+        )
+    with psycopg.connect(libpq_url(database_url), options=f"-c search_path={schema}") as conn:
+        stored = conn.execute(
+            "SELECT kpi, bucket FROM kpi_points UNION SELECT kpi, bucket FROM kpi_distinct"
+        ).fetchall()
+    return sorted(
+        (kpi, minute)
+        for kpi, minute in stored
+        if not any(lo <= minute < hi for lo, hi in announced.get(kpi, ()))
+    )
+
+
+def queued_updates(database_url: str, schema: str) -> int:
+    with psycopg.connect(libpq_url(database_url), options=f"-c search_path={schema}") as conn:
+        row = conn.execute("SELECT count(*) FROM kpi_update_outbox").fetchone()
+    return int(row[0]) if row else 0
