@@ -59,3 +59,7 @@ kpi_updates_published = Counter(
     "pacekeeper_aggregator_kpi_updates_published_total",
     "Messages on kpi-updates acknowledged by the broker (one per KPI and relay round)",
 )
+kpi_update_relay_failures = Counter(
+    "pacekeeper_aggregator_kpi_update_relay_failures_total",
+    "Relay rounds that could not send the queued kpi-updates (they stay queued and are retried)",
+)

@@ -140,6 +140,7 @@ class UpdateRelay:
                 await self.drain()
                 delay = 0.5
             except RELAY_ERRORS as exc:
+                metrics.kpi_update_relay_failures.inc()
                 log.warning(
                     "kpi updates not relayed, retrying",
                     extra={"error": str(exc).splitlines()[0] if str(exc) else repr(exc)},
