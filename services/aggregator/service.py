@@ -97,13 +97,14 @@ class Aggregator:
         self.stopping.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A background task that died must not cut the shutdown short.
+        for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("background task had failed", exc_info=outcome)
         await self._consumer.stop()
         if self._relay is not None:
             # The last batches' updates; whatever does not make it stays queued for the
-            # next start.
+            # next relay round of any aggregator process.
             try:
                 await asyncio.wait_for(self._relay.drain(), timeout=5)
             except RELAY_ERRORS as exc:

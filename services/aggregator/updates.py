@@ -92,15 +92,16 @@ class UpdateRelay:
         *,
         limit: int = 1000,
         interval: float = 5.0,
-        timeout: float = 30.0,
+        timeout: float = 10.0,
     ) -> None:
         self._sessions = sessions
         self._producer = producer
         self._topic = topic
         self._limit = limit
         self._interval = interval  # also picks up what another process left behind
-        # A round holds its rows locked while the broker acknowledges; a producer that
-        # cannot reach it must not hold them (and a connection) for ever.
+        # A round holds its rows locked, in an open transaction, while the broker
+        # acknowledges (aiokafka acks in milliseconds); a producer that cannot reach the
+        # broker must not keep that transaction open for long.
         self._timeout = timeout
         self._wake = asyncio.Event()
 
@@ -139,15 +140,18 @@ class UpdateRelay:
             try:
                 await self.drain()
                 delay = 0.5
+                continue
             except RELAY_ERRORS as exc:
-                metrics.kpi_update_relay_failures.inc()
                 log.warning(
                     "kpi updates not relayed, retrying",
                     extra={"error": str(exc).splitlines()[0] if str(exc) else repr(exc)},
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._interval)
-                self._wake.set()
+            except Exception:  # a dead relay would queue updates for ever
+                log.exception("kpi updates relay failed unexpectedly, retrying")
+            metrics.kpi_update_relay_failures.inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._interval)
+            self._wake.set()
 
 
 def message(kpi: str, lo: int, hi: int) -> bytes:

@@ -160,7 +160,8 @@ class BatchWriter:
                 batch.marks,
                 self._delay_us,
             )
-        # Committed: now (and only now) let the caches and the world know.
+        # Committed: now (and only now) the caches may remember it (the world learns of it
+        # through the outbox relay).
         self._guard.commit(pending, catalog)
         self._known_distinct.remember(state.distinct)
         self._known_comebacks.remember(state.comebacks)

@@ -40,12 +40,16 @@ async def read_all(bootstrap: str, topic: str, at_least: int = 0) -> list[Messag
     out: list[Message] = []
     try:
         deadline = asyncio.get_running_loop().time() + 15
-        while asyncio.get_running_loop().time() < deadline:
+        while True:
             partitions = list(consumer.assignment())  # all of them: no group, no rebalance
             if partitions and len(out) >= at_least:
                 end = await consumer.end_offsets(partitions)
                 if all([await consumer.position(tp) >= end[tp] for tp in partitions]):
                     break
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(
+                    f"{topic}: {len(out)} messages read, {at_least} expected, end not reached"
+                )
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 out.extend((r.key, r.value, dict(r.headers)) for r in records)
     finally:

@@ -123,8 +123,9 @@ class Run:
         compared = workload.assert_all_kpis_exact(
             self.database_url, self.schema, oracle.dedupe(self.stream), _windows(self.now)
         )
-        # Killed between a commit and its announcement or not, every changed minute is on
-        # kpi-updates (the outbox), and a clean stop leaves nothing queued.
+        # End to end, every stored minute was announced on kpi-updates and a clean stop leaves
+        # nothing queued. (Shuffled events give every batch a wide range, so this alone would
+        # hardly notice one lost announcement: test_updates.py starts from exactly that.)
         updates = [v for _k, v, _h in await read_all(self.bootstrap, self.topics.kpi_updates)]
         missing = workload.minutes_not_announced(self.database_url, self.schema, updates)
         assert not missing, f"{len(missing)} minutes never announced, e.g. {missing[:5]}"
@@ -202,8 +203,9 @@ async def test_state_restored_to_empty_under_a_running_aggregator_is_rebuilt_exa
     )
     url = run.database_url.replace("postgresql+psycopg", "postgresql")
     with psycopg.connect(url, autocommit=True, options=f"-c search_path={run.schema}") as conn:
-        # Every aggregator transaction locks its consumer_offsets rows first; taking that table
-        # first too means TRUNCATE waits for a running batch instead of deadlocking with it.
+        # Every batch transaction locks its consumer_offsets rows first; taking that table
+        # first too means TRUNCATE waits for a running batch instead of deadlocking with it
+        # (the relay and the dedupe purge touch one table each).
         with conn.transaction():
             conn.execute("LOCK TABLE consumer_offsets IN ACCESS EXCLUSIVE MODE")
             conn.execute(f"TRUNCATE {tables}")

@@ -148,3 +148,31 @@ async def test_relays_of_two_processes_send_each_queued_range_once(
     sent = await read_all(kafka_bootstrap, committed.topic, at_least=committed.queued)
     assert len(sent) == committed.queued
     assert committed.still_queued() == 0
+
+
+class _FailsOnce(UpdateRelay):
+    """The relay's loop around a round that raises something unforeseen, then works."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(None, None, "unused", interval=0.05)  # type: ignore[arg-type]
+        self.error: Exception | None = error
+        self.drained = asyncio.Event()
+
+    async def flush(self) -> int:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        self.drained.set()
+        return 0
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("error", [ValueError("bad"), KafkaError("down"), OSError("reset")])
+async def test_the_relay_keeps_going_after_a_failed_round(error: Exception) -> None:
+    relay = _FailsOnce(error)
+    running = asyncio.create_task(relay.run())
+    try:
+        # Reached only if the loop survived the first round's error and tried again.
+        await asyncio.wait_for(relay.drained.wait(), timeout=5)
+    finally:
+        running.cancel()
