@@ -241,7 +241,7 @@ def validate_event(
         "properties": incoming.properties,
         "received_at": received_at,
     }
-    value = orjson.dumps(wire, option=orjson.OPT_UTC_Z)
+    value = _dumps_wire(wire)
     if len(value) > MAX_EVENT_BYTES:
         return [
             FieldError(index, "", f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit")
@@ -281,8 +281,12 @@ def _to_wire(envelope: Envelope) -> dict[str, Any]:
 
 
 def encode(envelope: Envelope) -> bytes:
+    return _dumps_wire(_to_wire(envelope))
+
+
+def _dumps_wire(wire: dict[str, Any]) -> bytes:
     """The Kafka message value: compact JSON, times in RFC 3339 UTC."""
-    return orjson.dumps(_to_wire(envelope), option=orjson.OPT_UTC_Z)
+    return orjson.dumps(wire, option=orjson.OPT_UTC_Z)
 
 
 def message_key(envelope: Envelope) -> bytes:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from psycopg import sql
@@ -106,6 +107,36 @@ def topics(unique: str, kafka_bootstrap: str) -> Topics:
         dlq=f"{unique}.events.dlq.v1",
         kpi_updates=f"{unique}.kpi-updates.v1",
     )
+
+
+Message = tuple[bytes | None, bytes, dict[str, bytes]]  # key, value, headers
+
+
+async def read_messages(
+    bootstrap: str, topic: str, at_least: int = 0, *, within: float = 15.0
+) -> list[Message]:
+    """Every message on the topic up to its end, waiting `within` seconds at most for
+    `at_least` of them; fails rather than return part of the topic."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[Message] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            partitions = list(consumer.assignment())  # all of them: no group, no rebalance
+            if partitions and len(out) >= at_least:
+                end = await consumer.end_offsets(partitions)
+                if all([await consumer.position(tp) >= end[tp] for tp in partitions]):
+                    break
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(
+                    f"{topic}: {len(out)} messages read, {at_least} expected, end not reached"
+                )
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                out.extend((r.key, r.value, dict(r.headers)) for r in records)
+    finally:
+        await consumer.stop()
+    return out
 
 
 def drop_schema(database_url: str, schema: str) -> None:

@@ -22,8 +22,7 @@ import pytest
 from shared.kafka import ensure_topics
 from shared.settings import BaseServiceSettings
 from tests.aggregator import oracle, workload
-from tests.aggregator.helpers import read_all
-from tests.conftest import Topics
+from tests.conftest import Topics, read_messages
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +125,7 @@ class Run:
         # End to end, every stored minute was announced on kpi-updates and a clean stop leaves
         # nothing queued. (Shuffled events give every batch a wide range, so this alone would
         # hardly notice one lost announcement: test_updates.py starts from exactly that.)
-        updates = [v for _k, v, _h in await read_all(self.bootstrap, self.topics.kpi_updates)]
+        updates = [v for _k, v, _h in await read_messages(self.bootstrap, self.topics.kpi_updates)]
         missing = workload.minutes_not_announced(self.database_url, self.schema, updates)
         assert not missing, f"{len(missing)} minutes never announced, e.g. {missing[:5]}"
         assert workload.queued_updates(self.database_url, self.schema) == 0

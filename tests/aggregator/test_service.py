@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaProducer
 
 from services.aggregator.settings import AggregatorSettings
 from tests.aggregator import oracle, workload
-from tests.aggregator.helpers import read_all, running
-from tests.conftest import Topics
+from tests.aggregator.helpers import running
+from tests.conftest import Topics, read_messages
 
 pytestmark = pytest.mark.integration
 
@@ -78,10 +78,10 @@ async def test_events_come_out_of_kpi_value_exactly(
     ]
     assert workload.assert_all_kpis_exact(database_url, schema, truth, windows) > 50
 
-    dead = await read_all(kafka_bootstrap, topics.dlq, 3)
+    dead = await read_messages(kafka_bootstrap, topics.dlq, 3)
     reasons = sorted(h["pacekeeper-dlq-reason"].decode().split(":")[0] for _k, _v, h in dead)
     assert reasons == ["not JSON", "too late", "type"]
-    updates = await read_all(kafka_bootstrap, topics.kpi_updates, 1)
+    updates = await read_messages(kafka_bootstrap, topics.kpi_updates, 1)
     assert {orjson.loads(v)["kpi"] for _k, v, _h in updates} >= {
         "orders",
         "conversion",

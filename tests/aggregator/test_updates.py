@@ -25,16 +25,15 @@ from services.aggregator.writer import BatchWriter
 from shared.db import make_engine, make_sessionmaker
 from shared.kafka import ensure_topics, make_producer
 from tests.aggregator import oracle, workload
-from tests.aggregator.helpers import read_all
 from tests.aggregator.strategies import to_event
-from tests.conftest import Topics
+from tests.conftest import Topics, read_messages
 
 pytestmark = pytest.mark.integration
 
 
 @dataclass
 class Committed:
-    """A schema where one batch committed and its process died before announcing it."""
+    """A schema where two batches committed and their process died before announcing them."""
 
     settings: AggregatorSettings
     engine: AsyncEngine
@@ -45,10 +44,13 @@ class Committed:
     def producer(self) -> AIOKafkaProducer:
         return make_producer(self.settings, client_id="test-relay")
 
+    @property
+    def where(self) -> tuple[str, str]:
+        """Database URL and schema, as the workload helpers take them."""
+        return self.settings.database_url.get_secret_value(), self.settings.database_schema
+
     def still_queued(self) -> int:
-        return workload.queued_updates(
-            self.settings.database_url.get_secret_value(), self.settings.database_schema
-        )
+        return workload.queued_updates(*self.where)
 
 
 @pytest.fixture
@@ -81,23 +83,19 @@ async def committed(
         await engine.dispose()
 
 
-def _url_schema(state: Committed) -> tuple[str, str]:
-    return state.settings.database_url.get_secret_value(), state.settings.database_schema
-
-
 async def test_ranges_committed_but_never_sent_go_out_from_the_next_relay(
     committed: Committed, kafka_bootstrap: str
 ) -> None:
     assert committed.queued > 0
-    assert await read_all(kafka_bootstrap, committed.topic) == []
+    assert await read_messages(kafka_bootstrap, committed.topic) == []
     producer = committed.producer()
     await producer.start()
     try:
         relay = UpdateRelay(committed.sessions, producer, committed.topic)
         await relay.drain()
-        sent = await read_all(kafka_bootstrap, committed.topic, at_least=1)
+        sent = await read_messages(kafka_bootstrap, committed.topic, at_least=1)
         values = [value for _key, value, _headers in sent]
-        assert workload.minutes_not_announced(*_url_schema(committed), values) == []
+        assert workload.minutes_not_announced(*committed.where, values) == []
         assert all(key == orjson.loads(value)["kpi"].encode() for key, value, _h in sent)
         # Rows of one KPI from both batches went out as one message.
         kpis = [orjson.loads(value)["kpi"] for value in values]
@@ -105,7 +103,7 @@ async def test_ranges_committed_but_never_sent_go_out_from_the_next_relay(
         assert committed.still_queued() == 0
 
         await relay.drain()  # nothing left: nothing sent again
-        assert len(await read_all(kafka_bootstrap, committed.topic)) == len(sent)
+        assert len(await read_messages(kafka_bootstrap, committed.topic)) == len(sent)
     finally:
         await producer.stop()
 
@@ -119,7 +117,7 @@ async def test_a_send_that_fails_leaves_the_ranges_queued(
     with pytest.raises((KafkaError, TimeoutError)):
         await UpdateRelay(committed.sessions, broken, committed.topic, timeout=2).flush()
     assert committed.still_queued() == committed.queued
-    assert await read_all(kafka_bootstrap, committed.topic) == []
+    assert await read_messages(kafka_bootstrap, committed.topic) == []
 
     producer = committed.producer()
     await producer.start()
@@ -128,8 +126,8 @@ async def test_a_send_that_fails_leaves_the_ranges_queued(
     finally:
         await producer.stop()
     assert committed.still_queued() == 0
-    values = [value for _k, value, _h in await read_all(kafka_bootstrap, committed.topic, 1)]
-    assert workload.minutes_not_announced(*_url_schema(committed), values) == []
+    values = [value for _k, value, _h in await read_messages(kafka_bootstrap, committed.topic, 1)]
+    assert workload.minutes_not_announced(*committed.where, values) == []
 
 
 async def test_relays_of_two_processes_send_each_queued_range_once(
@@ -145,7 +143,7 @@ async def test_relays_of_two_processes_send_each_queued_range_once(
         await asyncio.gather(*(relay.drain() for relay in relays))
     finally:
         await producer.stop()
-    sent = await read_all(kafka_bootstrap, committed.topic, at_least=committed.queued)
+    sent = await read_messages(kafka_bootstrap, committed.topic, at_least=committed.queued)
     assert len(sent) == committed.queued
     assert committed.still_queued() == 0
 
@@ -156,12 +154,15 @@ class _FailsOnce(UpdateRelay):
     def __init__(self, error: Exception) -> None:
         super().__init__(None, None, "unused", interval=0.05)  # type: ignore[arg-type]
         self.error: Exception | None = error
+        self.rounds: list[str] = []
         self.drained = asyncio.Event()
 
     async def flush(self) -> int:
         if self.error is not None:
             error, self.error = self.error, None
+            self.rounds.append("failed")
             raise error
+        self.rounds.append("drained")
         self.drained.set()
         return 0
 
@@ -172,7 +173,8 @@ async def test_the_relay_keeps_going_after_a_failed_round(error: Exception) -> N
     relay = _FailsOnce(error)
     running = asyncio.create_task(relay.run())
     try:
-        # Reached only if the loop survived the first round's error and tried again.
         await asyncio.wait_for(relay.drained.wait(), timeout=5)
     finally:
         running.cancel()
+    # The failed round did not end the loop: it tried again, and the next round worked.
+    assert relay.rounds[:2] == ["failed", "drained"]

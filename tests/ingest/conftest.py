@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from services.ingest import keys
@@ -21,6 +20,7 @@ from services.ingest.settings import IngestSettings
 from shared.db import make_engine
 from shared.events import Envelope, decode
 from shared.settings import BaseServiceSettings
+from tests.conftest import read_messages
 
 SOURCE = "web-shop"
 
@@ -124,22 +124,6 @@ def event(**overrides: Any) -> dict[str, Any]:
 async def read_topic(
     bootstrap: str, topic: str, count: int, *, within: float = 30.0
 ) -> list[tuple[bytes | None, Envelope]]:
-    """The first `count` messages of `topic` (fewer if `within` seconds pass first)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    out: list[tuple[bytes | None, Envelope]] = []
-    try:
-        deadline = time.monotonic() + within
-        while len(out) < count and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                out.extend((record.key, decode(record.value)) for record in records)
-    finally:
-        await consumer.stop()
-    return out
+    """Every message of `topic`, decoded, waiting `within` seconds at most for `count`."""
+    messages = await read_messages(bootstrap, topic, count, within=within)
+    return [(key, decode(value)) for key, value, _headers in messages]
