@@ -5,8 +5,9 @@ assignment the rebalance listener reads them back and seeks there (partitions ne
 start at the beginning), so a restart or a partition moving to another process resumes
 exactly after the last committed batch. `lock` is held while a batch is written (never
 while fetching: getmany itself waits for a rebalance to finish); the listener takes it,
-so a rebalance waits for the write in flight. Records fetched around a rebalance may not
-continue the committed position: `in_order` catches them and `rewind` refetches.
+so a rebalance waits for the write in flight. Records fetched before a seek (a rebalance,
+or going back after lost commits) may not continue the positions: `in_order` catches them
+and `rewind` refetches.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class EventConsumer:
         # Next offset per partition after the last committed batch (from the database on
         # assignment); unknown for a partition never committed, which starts at the beginning.
         self.positions: dict[int, int] = {}
+        # Counts the seeks (assignment, lost commits, rewind): records collected before one
+        # may continue positions that no longer hold, and `in_order` refuses them.
+        self.seeks = 0
         self._settings = settings
         self._load_offsets = load_offsets
         self._consumer = make_consumer(
@@ -82,9 +86,12 @@ class EventConsumer:
                 records.extend(batch)
         return records
 
-    def in_order(self, records: Sequence[ConsumerRecord]) -> bool:
-        """Call with `lock` held: every partition of the batch is still ours and its records
-        start exactly at the committed position (nothing skipped, nothing repeated)."""
+    def in_order(self, records: Sequence[ConsumerRecord], seeks: int) -> bool:
+        """Call with `lock` held: no seek since the batch's collection began (`seeks` as it
+        was then), every partition of the batch is still ours and its records start exactly
+        at the committed position (nothing skipped, nothing repeated)."""
+        if seeks != self.seeks:
+            return False
         assigned = {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
         first: dict[int, int] = {}
         for record in records:
@@ -96,6 +103,7 @@ class EventConsumer:
     async def rewind(self, records: Sequence[ConsumerRecord]) -> None:
         """Call with `lock` held: drop a batch that is not `in_order` and fetch again from
         the committed positions of the partitions still assigned."""
+        self.seeks += 1
         assigned = {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
         for partition in {r.partition for r in records} & assigned:
             position = self.positions.get(partition)
@@ -151,6 +159,7 @@ class EventConsumer:
 
     async def _seek_to_stored(self, partition: int, offset: StoredOffset | None) -> None:
         """Continue a partition after its stored offset, or from the beginning without one."""
+        self.seeks += 1
         tp = TopicPartition(self.topic, partition)
         if offset is None:
             await self._consumer.seek_to_beginning(tp)

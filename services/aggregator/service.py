@@ -125,20 +125,20 @@ class Aggregator:
 
         Only the write holds `consumer.lock`. Collecting must not: aiokafka's getmany waits
         for a rebalance to finish, and the rebalance listener waits for the lock — holding
-        it across getmany deadlocks the rebalance. A batch collected across a rebalance that
-        does not continue the committed positions is dropped and fetched again.
+        it across getmany deadlocks the rebalance. A batch collected across a seek (a
+        rebalance, or going back after lost commits) is dropped and fetched again.
         """
-        ahead: asyncio.Task[Prepared] | None = None
+        ahead: asyncio.Task[tuple[int, Prepared]] | None = None
         try:
             while not self.stopping.is_set():
                 if ahead is None:
                     ahead = asyncio.create_task(self._prepare(self._consumer.marks))
-                ready = await ahead
+                seeks, ready = await ahead
                 ahead = None
                 if not ready.records:
                     continue
                 async with self._consumer.lock:
-                    if not self._consumer.in_order(ready.records):
+                    if not self._consumer.in_order(ready.records, seeks):
                         await self._consumer.rewind(ready.records)
                         continue
                     ahead = asyncio.create_task(self._prepare(ready.batch.marks))
@@ -149,7 +149,8 @@ class Aggregator:
                         log.info("shutting down: batch abandoned, it will be read again")
                         return
                     except OffsetGap as gap:
-                        # The batch read ahead continues the old positions: in_order drops it.
+                        # The batch read ahead was collected before this seek: in_order
+                        # drops it.
                         await self._consumer.resume_from(gap.stored)
                         continue
                 if self._relay is not None:
@@ -158,15 +159,17 @@ class Aggregator:
             if ahead is not None:
                 await _discard(ahead)
 
-    async def _prepare(self, marks: Mapping[int, Watermark]) -> Prepared:
+    async def _prepare(self, marks: Mapping[int, Watermark]) -> tuple[int, Prepared]:
+        """The next batch, and the consumer's seek count from before it was collected."""
         s = self.settings
+        seeks = self._consumer.seeks
         records = await self._consumer.collect(
             s.aggregator_batch_max_events, s.aggregator_batch_max_wait
         )
         # Decoding and pre-aggregating are pure Python: on a worker thread they run while the
         # event loop waits on the database for the batch being written (the GIL is free
         # during those waits), instead of delaying its next statement.
-        return await asyncio.to_thread(self._assemble, records, dict(marks))
+        return seeks, await asyncio.to_thread(self._assemble, records, dict(marks))
 
     def _assemble(self, records: list[ConsumerRecord], marks: Mapping[int, Watermark]) -> Prepared:
         assert self._writer is not None
