@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_DURATION ?= 0
 
-.PHONY: help setup infra-up infra-down test test-unit lint fmt demo report-deps bench pglite observability clean
+.PHONY: help setup infra-up infra-down test test-unit lint fmt demo report-deps bench observability clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,22 +24,20 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## create .venv/ with the project and its pinned dependencies
 
-infra-up: setup ## start local Kafka + PostgreSQL (idempotent) and migrate the database
+infra-up: setup ## start local Kafka + PostgreSQL with TimescaleDB (built once per machine), migrate, prove the policies run
 	deploy/local/infra.sh up
 	$(BIN)/pacekeeper migrate
+	$(BIN)/pacekeeper db-status --wait 120
 
 infra-down: ## stop the local Kafka and PostgreSQL started by infra-up
 	deploy/local/infra.sh down
 
-pglite: ## install the PGlite+TimescaleDB build used by the TimescaleDB DDL tests
-	@if command -v npm >/dev/null 2>&1; then \
-	  cd deploy/local/pglite && { [ -d node_modules/@unni-craftsman ] || npm ci --no-audit --no-fund --loglevel=error; }; \
-	else echo "[make] npm missing: TimescaleDB DDL tests will be skipped"; fi
-
 observability: ## install Prometheus and Alertmanager (Debian packages) for the tests that need them
 	deploy/local/observability.sh install
 
-test: infra-up pglite observability report-deps ## run the whole test suite against real Kafka and PostgreSQL
+# Debian packages first, the database after: an apt-get that upgrades PostgreSQL under a
+# running cluster breaks it.
+test: observability report-deps infra-up ## run the whole test suite against real Kafka and PostgreSQL/TimescaleDB
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup ## only the pure-logic tests (no infrastructure)

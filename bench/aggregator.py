@@ -1,10 +1,15 @@
-"""Aggregator benchmark: sustained events/s vs a raw consumer, and event-to-KPI freshness.
+"""Aggregator benchmark: sustained events/s and event-to-KPI freshness, on TimescaleDB
+hypertables and on plain PostgreSQL tables side by side in one run.
 
-    .venv/bin/python bench/aggregator.py [--events 1000000] [--freshness-seconds 20]
+    .venv/bin/python bench/aggregator.py [--events 300000] [--storage timescaledb,plain]
 
+For each storage, in turn, on the same broker, database server and events:
 1. Preloads N events into a private topic (6 partitions) and stores 20 KPI definitions in
-   a private schema of the local database. The events are a busy product's last hour:
-   event times follow the produce order with up to 30 s of disorder, 50,000 users.
+   a private schema. The events are a busy product's last hour: event times follow the
+   produce order with up to 30 s of disorder, 50,000 users. `timescaledb` is a schema of
+   the `pacekeeper` database (hypertables, aggregates, policies); `plain` is a schema of a
+   throw-away database created from template0, without the extension, where the same
+   migrations build plain tables.
 2. Raw baseline: an aiokafka consumer that reads every message and decodes it with orjson.
 3. The aggregator (`python -m services.aggregator.main`, its own process) drains the same
    topic; sustained rate = events committed per second between its first and last commit.
@@ -36,12 +41,15 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import TypeAdapter
+from sqlalchemy.engine import make_url
 
 from shared.config.kpis import KpiSpec
 from shared.config.store import spec_json
+from shared.db import make_sync_engine
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
+from shared.timescaledb import database_status, drop_schema
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "aggregator.json"
@@ -283,26 +291,34 @@ async def freshness(
     return latencies
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--freshness-seconds", type=float, default=20.0)
-    parser.add_argument("--freshness-rate", type=int, default=5000)
-    parser.add_argument(
-        "--processes", type=int, default=1, help="aggregator processes sharing the partitions"
-    )
-    args = parser.parse_args()
+def plain_database(name: str) -> str:
+    """A database without the timescaledb extension (template0), for the plain layout."""
+    with psycopg.connect(libpq(DATABASE_URL), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    return make_url(DATABASE_URL).set(database=name).render_as_string(hide_password=False)
 
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(libpq(DATABASE_URL), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def measure(storage: str, database_url: str, args: argparse.Namespace) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     schema, group = f"bench_{run}", f"bench-{run}"
     topic = f"bench.{run}.events.v1"
-    settings = BaseServiceSettings(database_url=DATABASE_URL, database_schema=schema)
+    settings = BaseServiceSettings(database_url=database_url, database_schema=schema)
     upgrade(settings)
+    layout = database_status(settings).summary()
+    print(f"[{storage}] {layout}", flush=True)
     await ensure_topics(
         settings, {topic: PARTITIONS, f"{topic}.dlq": 1, f"{topic}.updates": PARTITIONS}
     )
     adapter: TypeAdapter[Any] = TypeAdapter(KpiSpec)
-    conn = psycopg.connect(libpq(DATABASE_URL), autocommit=True, options=f"-c search_path={schema}")
+    conn = psycopg.connect(
+        libpq(database_url), autocommit=True, options=f"-c search_path={schema},public"
+    )
     for d in KPIS:
         conn.execute(
             "INSERT INTO kpis (name, spec) VALUES (%s, %s)",
@@ -310,15 +326,15 @@ async def main() -> None:
         )
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        print(f"preloading {args.events:,} events into {topic} …", flush=True)
+        print(f"[{storage}] preloading {args.events:,} events into {topic} …", flush=True)
         produce_s = await preload(topic, args.events, run)
-        print(f"  produced in {produce_s:.1f} s", flush=True)
+        print(f"[{storage}]   produced in {produce_s:.1f} s", flush=True)
         raw_rate = await raw_consumer_rate(topic, args.events)
-        print(f"raw consumer (read + orjson decode): {raw_rate:,.0f} events/s", flush=True)
+        print(f"[{storage}] raw consumer (read + orjson decode): {raw_rate:,.0f} events/s")
 
         env = {
             **os.environ,
-            "PACEKEEPER_DATABASE_URL": DATABASE_URL,
+            "PACEKEEPER_DATABASE_URL": database_url,
             "PACEKEEPER_DATABASE_SCHEMA": schema,
             "PACEKEEPER_KAFKA_BOOTSTRAP": BOOTSTRAP,
             "PACEKEEPER_EVENTS_TOPIC": topic,
@@ -346,8 +362,8 @@ async def main() -> None:
         (t_first, c_first), (t_last, c_last) = moving[0], moving[-1]
         agg_rate = (c_last - c_first) / (t_last - t_first)
         print(
-            f"aggregator x{args.processes} (20 KPIs, exactly-once): {agg_rate:,.0f} events/s "
-            f"= {agg_rate / raw_rate:.0%} of raw",
+            f"[{storage}] aggregator x{args.processes} (20 KPIs, exactly-once): "
+            f"{agg_rate:,.0f} events/s = {agg_rate / raw_rate:.0%} of raw",
             flush=True,
         )
 
@@ -359,34 +375,76 @@ async def main() -> None:
             "probes": len(latencies),
         }
         print(
-            f"freshness at {args.freshness_rate:,} events/s: p50 {fresh['p50_s']} s, "
-            f"p95 {fresh['p95_s']} s, p99 {fresh['p99_s']} s",
+            f"[{storage}] freshness at {args.freshness_rate:,} events/s: p50 {fresh['p50_s']} s,"
+            f" p95 {fresh['p95_s']} s, p99 {fresh['p99_s']} s",
             flush=True,
         )
-        result = {
-            "benchmark": "aggregator",
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "events": args.events,
-            "kpi_definitions": len(KPIS),
-            "partitions": PARTITIONS,
+        return {
+            "layout": layout,
             "raw_consumer_events_per_s": round(raw_rate),
-            "aggregator_processes": args.processes,
             "aggregator_events_per_s": round(agg_rate),
-            "ratio": round(agg_rate / raw_rate, 3),
+            "ratio_to_raw": round(agg_rate / raw_rate, 3),
             "freshness": {"rate_events_per_s": args.freshness_rate, **fresh},
-            "targets": {"ratio": 0.4, "aggregator_events_per_s": 30_000, "freshness_p95_s": 2.0},
         }
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {RESULTS.relative_to(REPO)}")
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=30)
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         conn.close()
+        engine = make_sync_engine(settings, application_name="bench-cleanup")
+        with engine.connect() as cleanup:
+            drop_schema(cleanup, schema)
+        engine.dispose()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--freshness-seconds", type=float, default=20.0)
+    parser.add_argument("--freshness-rate", type=int, default=5000)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="aggregator processes sharing the partitions"
+    )
+    parser.add_argument(
+        "--storage", default="timescaledb,plain", help="comma-separated: timescaledb, plain"
+    )
+    args = parser.parse_args()
+    storages = [s.strip() for s in args.storage.split(",") if s.strip()]
+    plain_name = f"pacekeeper_bench_plain_{uuid.uuid4().hex[:6]}"
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for storage in storages:
+            if storage == "plain":
+                runs[storage] = await measure(storage, plain_database(plain_name), args)
+            elif storage == "timescaledb":
+                runs[storage] = await measure(storage, DATABASE_URL, args)
+            else:
+                parser.error(f"unknown storage {storage!r}")
+    finally:
+        if "plain" in storages:
+            drop_database(plain_name)
+    result: dict[str, Any] = {
+        "benchmark": "aggregator",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "events": args.events,
+        "kpi_definitions": len(KPIS),
+        "partitions": PARTITIONS,
+        "aggregator_processes": args.processes,
+        "runs": runs,
+        "targets": {"aggregator_events_per_s": 40_000, "freshness_p95_s": 1.0},
+    }
+    if {"timescaledb", "plain"} <= runs.keys():
+        ratio = (
+            runs["timescaledb"]["aggregator_events_per_s"]
+            / runs["plain"]["aggregator_events_per_s"]
+        )
+        result["timescaledb_to_plain"] = round(ratio, 3)
+        print(f"hypertables / plain tables, same events and machine: {ratio:.2f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -35,16 +35,16 @@ from typing import Any
 import httpx
 import orjson
 import psycopg
-from psycopg import sql
 
 from services.alerts.evaluator import Evaluator
 from shared.config import PacekeeperConfig
 from shared.config.store import apply_config
-from shared.db import make_engine, make_sessionmaker, transaction
+from shared.db import make_engine, make_sessionmaker, make_sync_engine, transaction
 from shared.kafka import ensure_topics, make_producer
 from shared.kpi_updates import encode_update
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
+from shared.timescaledb import database_status, drop_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "alerts.json"
@@ -268,6 +268,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     url = base.database_url.get_secret_value()
     upgrade(settings)
+    layout = database_status(settings).summary()
+    print(f"database: {layout}", flush=True)
     conn = psycopg.connect(libpq(url), autocommit=True, options=f"-c search_path={schema},public")
     try:
         with receiver() as (hook, got):
@@ -293,10 +295,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             print(f"latency: {latency}", flush=True)
     finally:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
         conn.close()
+        cleanup_engine = make_sync_engine(settings, application_name="bench-cleanup")
+        with cleanup_engine.connect() as cleanup:
+            drop_schema(cleanup, schema)
+        cleanup_engine.dispose()
     return {
         "benchmark": "alerts",
+        "database": layout,
         "command": "make bench  (or: .venv/bin/python bench/alerts.py)",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

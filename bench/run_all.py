@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ("ingest", "aggregator", "alerts")
+BENCHMARKS = ("ingest", "aggregator", "alerts", "storage", "series_latency")
 
 
 def main() -> int:

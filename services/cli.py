@@ -53,6 +53,45 @@ def migrate(revision: str = typer.Option("heads", help="Alembic revision to upgr
         typer.echo(f"business time zone set to {settings.timezone}")
 
 
+@app.command("db-status")
+def db_status(
+    wait: float = typer.Option(
+        0, min=0, help="seconds to wait until every policy job has succeeded at least once"
+    ),
+) -> None:
+    """The database's PostgreSQL and TimescaleDB versions, hypertables and policy jobs.
+    Exits 1 if a policy job failed, or if --wait passed without every job succeeding."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from shared.durations import format_duration
+    from shared.settings import BaseServiceSettings
+    from shared.timescaledb import wait_for_policies
+
+    console = Console(highlight=False)
+    status = wait_for_policies(BaseServiceSettings(), within=wait)
+    console.print(f"database: {status.summary()} (schema {status.schema})")
+    if status.timescaledb is None:
+        return
+    table = Table("job", "policy", "every", "last run", "successes", "failures")
+    for job in status.jobs:
+        table.add_row(
+            str(job.job_id),
+            job.label,
+            format_duration(job.schedule),
+            job.last_status or "not yet",
+            str(job.successes),
+            str(job.failures),
+        )
+    console.print(table)
+    if status.failed:
+        console.print(f"[red]policy jobs failed: {', '.join(j.label for j in status.failed)}[/]")
+        raise typer.Exit(1)
+    if wait and not status.policies_proven:
+        console.print(f"[red]not every policy job succeeded within {wait:g} s[/]")
+        raise typer.Exit(1)
+
+
 @app.command("apply")
 def apply_config(
     file: Path = typer.Option(..., "-f", "--file", exists=True, dir_okay=False, readable=True),

@@ -36,7 +36,10 @@ class BaseServiceSettings(BaseSettings):
     admin_token: SecretStr = SecretStr("pacekeeper-local-admin")
     log_level: str = "INFO"
     log_json: bool = False
-    allowed_lateness: timedelta = timedelta(days=7)
+    # At most 7 days: kpi_value reads minutes older than 8 days from the continuous
+    # aggregates (shared.migrations.helpers.CAGG_HORIZON), which must have been refreshed
+    # after the last event that could change them.
+    allowed_lateness: timedelta = Field(timedelta(days=7), gt=timedelta(0), le=timedelta(days=7))
     max_future_skew: timedelta = timedelta(hours=24)
     dedupe_window: timedelta = timedelta(days=7)
 

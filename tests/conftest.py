@@ -13,16 +13,18 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from psycopg import sql
 
+from shared.db import make_sync_engine
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
+from shared.timescaledb import drop_schema as drop_schema_with_jobs
 
 KAFKA_BOOTSTRAP = os.environ.get("PACEKEEPER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 DATABASE_URL = os.environ.get(
@@ -85,10 +87,16 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url() -> str:
     try:
-        with psycopg.connect(libpq_url(DATABASE_URL), connect_timeout=3):
-            pass
+        with psycopg.connect(libpq_url(DATABASE_URL), connect_timeout=3) as conn:
+            row = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+            ).fetchone()
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not reachable ({exc}): run `make infra-up` first")
+    # Every schema a test migrates must take the TimescaleDB branch: hypertables,
+    # continuous aggregates and policies are what users run.
+    if row is None:
+        pytest.fail("the database has no timescaledb extension: run `make infra-up` first")
     return DATABASE_URL
 
 
@@ -140,16 +148,46 @@ async def read_messages(
 
 
 def drop_schema(database_url: str, schema: str) -> None:
+    """The schema and its policy jobs (see shared.timescaledb.drop_schema)."""
+    engine = make_sync_engine(
+        BaseServiceSettings(database_url=database_url), application_name="test-cleanup"
+    )
+    try:
+        with engine.connect() as conn:
+            drop_schema_with_jobs(conn, schema)
+    finally:
+        engine.dispose()
+
+
+def schedule_policies(database_url: str, schema: str, *, scheduled: bool) -> None:
+    """Let the background scheduler run a schema's policy jobs (from now), or keep it out.
+
+    Test schemas are created paused: hundreds of them would otherwise start thousands of
+    policy runs on two cores. The tests of the policies and of `make demo` resume them."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute(
+            "SELECT alter_job(job_id, scheduled => %s, next_start => now())"
+            " FROM timescaledb_information.jobs WHERE hypertable_schema = %s",
+            (scheduled, schema),
+        )
 
 
 @pytest.fixture
 def schema(unique: str, database_url: str) -> Iterator[str]:
     """A schema migrated to head for this test alone, dropped afterwards."""
     upgrade(BaseServiceSettings(database_url=database_url, database_schema=unique))
+    schedule_policies(database_url, unique, scheduled=False)
     yield unique
     drop_schema(database_url, unique)
+
+
+@pytest.fixture
+def db(schema: str, database_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A plain autocommit connection into the test's schema."""
+    with psycopg.connect(
+        libpq_url(database_url), autocommit=True, options=f"-c search_path={schema},public"
+    ) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 # Local PostgreSQL for development and tests: the Debian `postgresql` package
 # and its cluster tools (pg_createcluster, pg_ctlcluster), no Docker.
 #
-#   deploy/local/postgres.sh install   apt-get install postgresql when missing
-#   deploy/local/postgres.sh up        install, create/start the cluster, create roles and database
+#   deploy/local/postgres.sh install   the pinned PostgreSQL 15 and TimescaleDB built for it (timescaledb.sh)
+#   deploy/local/postgres.sh up        install, create/start the cluster, create roles, database and extension
 #   deploy/local/postgres.sh down      stop the cluster
 #   deploy/local/postgres.sh status    print the cluster state (exit 3 if stopped)
 #
@@ -16,8 +16,8 @@
 #   because the test suite creates throwaway databases); NOLOGIN group role
 #   pacekeeper_writer (read/write on pacekeeper's objects); login role
 #   grafana/grafana that can read but not change anything; password (SCRAM)
-#   logins over TCP on 127.0.0.1; the timescaledb extension when the machine
-#   has it (Debian bookworm does not ship it: then plain PostgreSQL).
+#   logins over TCP on 127.0.0.1; the timescaledb extension, preloaded and created in
+#   the database and in template1 (databases the tests create come with it).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -66,18 +66,27 @@ psql_admin() {
   (cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "${PG_PORT}" "$@")
 }
 
+# The server packages and TimescaleDB, installed while no cluster runs: an apt-get that
+# changes the server binaries under a running cluster breaks it (`undefined symbol`).
+# When something is to change, a running cluster is stopped first and started again by `up`.
 cmd_install() {
-  require_root "postgres.sh install"
-  if have_server; then
-    log "postgresql $(pg_major) already installed"
+  local ver
+  if "${SCRIPT_DIR}/timescaledb.sh" check; then
     return 0
   fi
-  # The package's postinst creates the first cluster with the environment's
-  # locale; without one (bare containers) that is SQL_ASCII, which the test
-  # suite's throwaway databases would inherit from template1.
-  LANG=C.UTF-8 LC_ALL=C.UTF-8 apt_install postgresql
+  require_root "postgres.sh install"
+  if have_server; then
+    ver=$(pg_major)
+    if cluster_online "${ver}"; then
+      log "stopping cluster ${ver}/${CLUSTER} while its packages change"
+      pg_ctlcluster "${ver}" "${CLUSTER}" stop -m fast
+    fi
+  fi
+  # The package's postinst creates the first cluster with the environment's locale;
+  # without one (bare containers) that is SQL_ASCII, which the test suite's throwaway
+  # databases would inherit from template1. timescaledb.sh sets it for apt.
+  "${SCRIPT_DIR}/timescaledb.sh" install
   have_server || die "postgresql installed but no server binaries found under /usr/lib/postgresql"
-  log "installed postgresql $(pg_major)"
 }
 
 # Creates the cluster if needed and makes it use PG_PORT.
@@ -120,29 +129,46 @@ start_cluster() {
   without_locks pg_ctlcluster "${ver}" "${CLUSTER}" start
 }
 
-# TimescaleDB needs its library preloaded at server start, so enabling it
-# may restart the cluster once. Prints which path was taken.
-ensure_timescaledb() {
-  local ver=$1 preload
-  if [[ $(psql_admin -d postgres -tAc \
-    "select count(*) from pg_available_extensions where name = 'timescaledb'") != 1 ]]; then
-    log "timescaledb: not available for PostgreSQL ${ver}; using plain PostgreSQL tables"
-    return 0
-  fi
-  preload=$(psql_admin -d postgres -tAc 'show shared_preload_libraries')
-  if [[ ,${preload// /}, != *,timescaledb,* ]]; then
-    log "timescaledb: adding to shared_preload_libraries and restarting ${ver}/${CLUSTER}"
+# Server settings TimescaleDB needs; `up` restarts the cluster once when one changes.
+#   shared_preload_libraries  the extension's library must be loaded at server start
+#   timescaledb.telemetry_level=off  no phone-home from developer machines or CI
+#   max_worker_processes      the launcher, one scheduler per database with the extension
+#                             and the policy jobs (timescaledb.max_background_workers)
+#                             come out of this pool, beside parallel query workers
+TS_SETTINGS=(
+  "timescaledb.telemetry_level=off"
+  "timescaledb.max_background_workers=16"
+  "max_worker_processes=27"
+)
+
+# configure_timescaledb VERSION: prints "restart" when a setting changed.
+configure_timescaledb() {
+  local ver=$1 preload setting changed=""
+  preload=$(pg_conftool -s "${ver}" "${CLUSTER}" show shared_preload_libraries 2>/dev/null | tr -d "' ")
+  if [[ ,${preload}, != *,timescaledb,* ]]; then
     pg_conftool "${ver}" "${CLUSTER}" set shared_preload_libraries "timescaledb${preload:+,${preload}}"
-    # No phone-home from developer machines or CI.
-    pg_conftool "${ver}" "${CLUSTER}" set timescaledb.telemetry_level off
-    without_locks pg_ctlcluster "${ver}" "${CLUSTER}" restart
-    wait_ready
+    changed=1
   fi
+  for setting in "${TS_SETTINGS[@]}"; do
+    if [[ $(pg_conftool -s "${ver}" "${CLUSTER}" show "${setting%%=*}" 2>/dev/null | tr -d "'") != "${setting#*=}" ]]; then
+      pg_conftool "${ver}" "${CLUSTER}" set "${setting%%=*}" "${setting#*=}"
+      changed=1
+    fi
+  done
+  [[ -z ${changed} ]] || printf 'restart\n'
+}
+
+# ensure_timescaledb VERSION: the extension created where the schema and the tests need it.
+ensure_timescaledb() {
+  local ver=$1 loaded
+  loaded=$(psql_admin -d postgres -tAc 'show shared_preload_libraries')
+  [[ ,${loaded// /}, == *,timescaledb,* ]] ||
+    die "timescaledb is configured but not preloaded by the running server; restart ${ver}/${CLUSTER}"
   # template1 too: databases the test suite creates then come with it.
-  psql_admin -d template1 -c 'create extension if not exists timescaledb'
-  psql_admin -d "${DB_NAME}" -c 'create extension if not exists timescaledb'
+  psql_admin -d template1 -c 'set client_min_messages = warning' -c 'create extension if not exists timescaledb'
+  psql_admin -d "${DB_NAME}" -c 'set client_min_messages = warning' -c 'create extension if not exists timescaledb'
   log "timescaledb: enabled ($(psql_admin -d "${DB_NAME}" -tAc \
-    "select extversion from pg_extension where extname = 'timescaledb'"))"
+    "select extversion from pg_extension where extname = 'timescaledb'")) on PostgreSQL $(psql_admin -d postgres -tAc 'show server_version')"
 }
 
 provision_roles_and_database() {
@@ -249,6 +275,10 @@ cmd_up() {
   ver=$(pg_major)
   with_lock "${STATE_DIR}/postgres/.cluster.lock"
   ensure_cluster "${ver}"
+  if [[ -n $(configure_timescaledb "${ver}") ]] && cluster_online "${ver}"; then
+    log "timescaledb settings changed: restarting ${ver}/${CLUSTER}"
+    without_locks pg_ctlcluster "${ver}" "${CLUSTER}" restart
+  fi
   start_cluster "${ver}"
   wait_ready
   provision_roles_and_database
@@ -280,16 +310,16 @@ cmd_down() {
 }
 
 cmd_status() {
-  local ver state timescale=no
+  local ver state timescale
   if ! have_server; then
     printf 'postgres: not installed\n'
     return 3
   fi
   ver=$(pg_major)
   state=$(cluster_field "${ver}" 4)
-  [[ -f /usr/share/postgresql/${ver}/extension/timescaledb.control ]] && timescale=yes
+  timescale=$("${SCRIPT_DIR}/timescaledb.sh" status || true)
   if [[ ${state} == online* ]]; then
-    printf 'postgres: running, version %s, cluster %s/%s on 127.0.0.1:%s, timescaledb available: %s\n' \
+    printf 'postgres: running, version %s, cluster %s/%s on 127.0.0.1:%s, %s\n' \
       "${ver}" "${ver}" "${CLUSTER}" "$(cluster_field "${ver}" 3)" "${timescale}"
     return 0
   fi

@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from services.aggregator import repository
 from services.aggregator.catalog import compile_catalog
@@ -137,7 +140,23 @@ async def _refresh_continuous_aggregates(engine: object, lo: datetime, hi: datet
         for view, width in views:
             start = lo.timestamp() // width * width
             end = -(-hi.timestamp() // width) * width
-            await autocommit.execute(
-                text(f"CALL refresh_continuous_aggregate('{view}', :lo, :hi)"),
-                {"lo": datetime.fromtimestamp(start, UTC), "hi": datetime.fromtimestamp(end, UTC)},
-            )
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_concurrent_refresh),
+                wait=wait_random_exponential(multiplier=0.2, max=5),
+                stop=stop_after_delay(600),
+                reraise=True,
+            ):
+                with attempt:
+                    await autocommit.execute(
+                        text(f"CALL refresh_continuous_aggregate('{view}', :lo, :hi)"),
+                        {
+                            "lo": datetime.fromtimestamp(start, UTC),
+                            "hi": datetime.fromtimestamp(end, UTC),
+                        },
+                    )
+
+
+def _concurrent_refresh(exc: BaseException) -> bool:
+    """A refresh policy job is refreshing the same aggregate: TimescaleDB refuses a second
+    refresh instead of waiting, so wait and try again (its job ends in seconds)."""
+    return isinstance(exc, DBAPIError) and isinstance(exc.orig, psycopg.errors.LockNotAvailable)

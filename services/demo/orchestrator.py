@@ -51,6 +51,8 @@ from shared.config.store import apply_config
 from shared.db import make_engine, make_sessionmaker, make_sync_engine, transaction
 from shared.migrations import upgrade
 from shared.settings import EVENTS_TOPIC
+from shared.timescaledb import database_status
+from shared.timescaledb import drop_schema as drop_schema_with_jobs
 
 STOP_TIMEOUT = 15.0  # the services' own shutdown timeouts are 10 s
 
@@ -187,8 +189,8 @@ async def wait_ready(
 def drop_schema(settings: DemoSettings, schema: str) -> None:
     engine = make_sync_engine(settings, application_name="pacekeeper-demo")
     try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        with engine.connect() as conn:
+            drop_schema_with_jobs(conn, schema)
     finally:
         engine.dispose()
 
@@ -282,6 +284,7 @@ class Demo:
         where = f"schema {s.database_schema}" if s.database_schema else "the default schema"
         self._say(f"migrating {where}; events on topic {s.events_topic}")
         await asyncio.to_thread(upgrade, s)
+        self._say(f"database: {(await asyncio.to_thread(database_status, s)).summary()}")
 
         secret = s.demo_webhook_secret.get_secret_value() if s.demo_webhook_secret else None
         secret = secret or secrets.token_urlsafe(24)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from alembic import op
+from alembic.script import ScriptDirectory
 
 # Continuous aggregates answer only for data this far back: later minutes can still change
 # (late events are accepted for 7 days) and are read from kpi_points directly, so a stale
@@ -45,3 +48,13 @@ def grant_execute(signature: str, role: str = "grafana") -> None:
         END $$;
         """
     )
+
+
+def revision_module(revision: str) -> ModuleType:
+    """An earlier revision's module, so that a later one can run the same DDL (0009 builds
+    on TimescaleDB what 0001, 0004 and 0007 build there) instead of a copy of it."""
+    config = op.get_context().config
+    assert config is not None
+    script = ScriptDirectory.from_config(config).get_revision(revision)
+    assert script is not None
+    return script.module

@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,7 +59,21 @@ def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process has installed its SIGTERM handler (Linux: SigCgt in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> int:
+    """A clean stop. A process spawned a moment ago may still be importing: SIGTERM would
+    kill it before its handler exists, which says nothing about its shutdown."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not _handles_sigterm(proc.pid):
+        assert time.monotonic() < deadline, "the aggregator never installed its SIGTERM handler"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=30)
 

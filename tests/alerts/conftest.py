@@ -28,7 +28,6 @@ from services.alerts.settings import AlertsSettings
 from shared.config import load_config_text
 from shared.config.store import apply_config
 from shared.db import make_engine, make_sessionmaker, transaction
-from tests.conftest import libpq_url
 
 ADMIN = "test-admin-token"
 READER = "test-read-token"
@@ -134,15 +133,6 @@ def receiver() -> Iterator[Receiver]:
 
 
 # --- database -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(schema: str, database_url: str) -> Iterator[psycopg.Connection[Any]]:
-    """A plain autocommit connection into the test's schema."""
-    with psycopg.connect(
-        libpq_url(database_url), autocommit=True, options=f"-c search_path={schema},public"
-    ) as conn:
-        yield conn
 
 
 def minute(at: datetime | None = None) -> datetime:

@@ -219,7 +219,13 @@ def test_kafka_is_one_kraft_node_with_inside_and_host_listeners(
 
 def test_postgres_is_timescaledb_with_the_roles_script(services: dict[str, dict[str, Any]]) -> None:
     postgres = services["postgres"]
-    assert postgres["image"] == "timescale/timescaledb:latest-pg16"
+    script = (ROOT / "deploy" / "local" / "timescaledb.sh").read_text(encoding="utf-8")
+    version = re.search(r"^TS_VERSION=(\S+)$", script, re.M)
+    major = re.search(r"^PG_MAJOR=(\d+)$", script, re.M)
+    assert version, "deploy/local/timescaledb.sh names the release it builds"
+    assert major
+    # Compose runs the same release on the same PostgreSQL major as the local build.
+    assert postgres["image"] == f"timescale/timescaledb:{version[1]}-pg{major[1]}"
     env = environment(postgres)
     assert env["POSTGRES_DB"] == "pacekeeper"
     assert env["PACEKEEPER_DB_PASSWORD"] == "pacekeeper"

@@ -20,6 +20,17 @@ def test_reads_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.allowed_lateness == timedelta(days=3)
 
 
+@pytest.mark.parametrize("lateness", ["P8D", "PT0S", "-P1D"])
+def test_lateness_beyond_what_the_aggregates_wait_for_is_refused(
+    monkeypatch: pytest.MonkeyPatch, lateness: str
+) -> None:
+    # Continuous aggregates answer for minutes older than 8 days: a later event must not
+    # change those minutes behind their back.
+    monkeypatch.setenv("PACEKEEPER_ALLOWED_LATENESS", lateness)
+    with pytest.raises(ValidationError, match="allowed_lateness"):
+        BaseServiceSettings()
+
+
 def test_unknown_timezone_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PACEKEEPER_TIMEZONE", "Mars/Olympus")
     with pytest.raises(ValidationError, match="unknown time zone"):

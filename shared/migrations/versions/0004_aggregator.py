@@ -276,7 +276,7 @@ def _sketch() -> None:
     )
 
 
-def _points(timescale: bool) -> None:
+def points(timescale: bool) -> None:
     """pk_points: the mergeable sums of kpi_points over [lo, hi) for one KPI and dims filter."""
     if not timescale:
         op.execute(
@@ -335,6 +335,7 @@ def _points(timescale: bool) -> None:
         $$
         """
     )
+    grant_read_only("kpi_points_hourly")
 
 
 def _math() -> None:
@@ -607,25 +608,30 @@ def _math() -> None:
     )
 
 
+def partition_state(migrate_data: bool = False) -> None:
+    """Time-partitioned state on TimescaleDB; unique keys contain the partitioning column as
+    required. `migrate_data` for tables that already hold rows (see 0009)."""
+    migrate = ", migrate_data => true" if migrate_data else ""
+    for table, column in (
+        ("kpi_distinct", "bucket"),
+        ("kpi_funnel_steps", "time"),
+        ("kpi_retention_returns", "slot"),
+    ):
+        op.execute(
+            f"SELECT create_hypertable('{table}', '{column}',"
+            f" chunk_time_interval => interval '7 days'{migrate})"
+        )
+
+
 def upgrade() -> None:
     timescale = has_timescaledb()
     _tables()
     _helpers()
     _sketch()
-    _points(timescale)
+    points(timescale)
     _math()
     if timescale:
-        # Time-partitioned state; unique keys contain the partitioning column as required.
-        for table, column in (
-            ("kpi_distinct", "bucket"),
-            ("kpi_funnel_steps", "time"),
-            ("kpi_retention_returns", "slot"),
-        ):
-            op.execute(
-                f"SELECT create_hypertable('{table}', '{column}',"
-                " chunk_time_interval => interval '7 days')"
-            )
-        grant_read_only("kpi_points_hourly")
+        partition_state()
     grant_read_only(*STATE_TABLES[1:5], "kpi_watermarks")
     grant_execute("kpi_value(text, timestamptz, timestamptz, jsonb)")
     grant_execute("kpi_series(text, timestamptz, timestamptz, interval, jsonb)")

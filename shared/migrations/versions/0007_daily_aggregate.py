@@ -60,6 +60,18 @@ def _pk_points(parts_from_days: str, days_window: str) -> str:
     """
 
 
+def pk_points_with_days() -> str:
+    return _pk_points(
+        days_window="AND NOT (e.d1 < e.d2 AND h.bucket >= e.d1 AND h.bucket < e.d2)",
+        parts_from_days="""
+            UNION ALL
+            SELECT d.count, d.sum, d.min, d.max
+            FROM kpi_points_daily d, edges e
+            WHERE e.d1 < e.d2 AND d.kpi = kpi_name AND d.bucket >= e.d1
+              AND d.bucket < e.d2 AND d.dims @> f""",
+    )
+
+
 def upgrade() -> None:
     if not has_timescaledb():
         return
@@ -74,30 +86,22 @@ def upgrade() -> None:
         WITH NO DATA
         """
     )
-    op.execute(
-        "SELECT add_continuous_aggregate_policy('kpi_points_daily',"
-        " start_offset => interval '40 days', end_offset => interval '1 day',"
-        " schedule_interval => interval '1 day')"
-    )
-    op.execute(
-        _pk_points(
-            days_window="AND NOT (e.d1 < e.d2 AND h.bucket >= e.d1 AND h.bucket < e.d2)",
-            parts_from_days="""
-                UNION ALL
-                SELECT d.count, d.sum, d.min, d.max
-                FROM kpi_points_daily d, edges e
-                WHERE e.d1 < e.d2 AND d.kpi = kpi_name AND d.bucket >= e.d1
-                  AND d.bucket < e.d2 AND d.dims @> f""",
-        )
-    )
+    op.execute(pk_points_with_days())
     grant_read_only("kpi_points_daily")
     # The policy only refreshes the last 40 days; days older than that, already stored
     # when this migration runs, are materialized now (CALL cannot run in a transaction).
+    # The policy comes after: its first run starts at once, and TimescaleDB refuses a
+    # refresh while another one of the same aggregate runs.
     with op.get_context().autocommit_block():
         op.execute(
             "CALL refresh_continuous_aggregate('kpi_points_daily', NULL,"
             " date_trunc('day', now() - interval '1 day', 'UTC'))"
         )
+    op.execute(
+        "SELECT add_continuous_aggregate_policy('kpi_points_daily',"
+        " start_offset => interval '40 days', end_offset => interval '1 day',"
+        " schedule_interval => interval '1 day')"
+    )
 
 
 def downgrade() -> None:

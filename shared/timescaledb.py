@@ -1,0 +1,176 @@
+"""What the database runs for a schema: PostgreSQL and TimescaleDB versions, hypertables, and
+the policy jobs (compression, retention, continuous-aggregate refresh) with their runs.
+
+Read by `pacekeeper db-status` (which `make infra-up` calls to prove the policies run), by
+the demo's start-up lines, and by the tests that watch the background scheduler. Also the
+two operations on a schema's aggregates and jobs that must cooperate with the scheduler:
+refreshing an aggregate by hand, and dropping a schema.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, text
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from shared.db import make_sync_engine
+from shared.settings import BaseServiceSettings
+
+_VERSIONS = text(
+    "SELECT current_setting('server_version'), current_schema(),"
+    " (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')"
+)
+_HYPERTABLES = text(
+    "SELECT hypertable_name FROM timescaledb_information.hypertables"
+    " WHERE hypertable_schema = current_schema() ORDER BY hypertable_name"
+)
+# One row per policy job of this schema; a continuous aggregate's job names the view.
+_POLICY_JOBS = text(
+    """
+    SELECT j.job_id, j.proc_name, j.hypertable_name, j.schedule_interval,
+           s.last_run_status, coalesce(s.total_successes, 0), coalesce(s.total_failures, 0),
+           nullif(s.last_successful_finish, '-infinity')
+    FROM timescaledb_information.jobs j
+    LEFT JOIN timescaledb_information.job_stats s USING (job_id)
+    WHERE j.hypertable_schema = current_schema()
+    ORDER BY j.job_id
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyJob:
+    job_id: int
+    policy: str  # policy_compression, policy_retention, policy_refresh_continuous_aggregate
+    relation: str  # the hypertable or continuous aggregate it works on
+    schedule: timedelta
+    last_status: str | None  # Success / Failed; None before the first run
+    successes: int
+    failures: int
+    last_success: datetime | None
+
+    @property
+    def label(self) -> str:
+        kind = self.policy.removeprefix("policy_").removesuffix("_continuous_aggregate")
+        return f"{kind} {self.relation}"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseStatus:
+    server_version: str
+    schema: str
+    timescaledb: str | None  # the extension's version; None on plain PostgreSQL
+    hypertables: tuple[str, ...]
+    jobs: tuple[PolicyJob, ...]
+
+    @property
+    def failed(self) -> tuple[PolicyJob, ...]:
+        return tuple(j for j in self.jobs if j.failures)
+
+    @property
+    def policies_proven(self) -> bool:
+        """Every policy job has succeeded at least once and none has ever failed."""
+        return bool(self.jobs) and not self.failed and all(j.successes for j in self.jobs)
+
+    def summary(self) -> str:
+        server = f"PostgreSQL {self.server_version.split()[0]}"
+        if self.timescaledb is None:
+            return f"{server}, plain tables (no TimescaleDB extension)"
+        return (
+            f"{server} with TimescaleDB {self.timescaledb}: hypertables "
+            f"{', '.join(self.hypertables) or 'none'}; {len(self.jobs)} policy "
+            f"job{'' if len(self.jobs) == 1 else 's'}"
+        )
+
+
+def read_status(conn: Connection) -> DatabaseStatus:
+    server, schema, extension = conn.execute(_VERSIONS).one()
+    if extension is None:
+        return DatabaseStatus(server, schema, None, (), ())
+    hypertables = tuple(r[0] for r in conn.execute(_HYPERTABLES))
+    jobs = tuple(PolicyJob(*row) for row in conn.execute(_POLICY_JOBS))
+    return DatabaseStatus(server, schema, extension, hypertables, jobs)
+
+
+def database_status(settings: BaseServiceSettings) -> DatabaseStatus:
+    engine = make_sync_engine(settings, application_name="pacekeeper-db-status")
+    try:
+        with engine.connect() as conn:
+            return read_status(conn)
+    finally:
+        engine.dispose()
+
+
+def wait_for_policies(
+    settings: BaseServiceSettings, within: float, poll: float = 1.0
+) -> DatabaseStatus:
+    """The status once every policy job has succeeded at least once, or when one failed,
+    or when `within` seconds have passed. New jobs run within seconds of their creation."""
+    deadline = time.monotonic() + within
+    while True:
+        status = database_status(settings)
+        if status.policies_proven or status.failed or time.monotonic() >= deadline:
+            return status
+        time.sleep(poll)
+
+
+def refresh_aggregate(
+    conn: psycopg.Connection[Any],
+    view: str,
+    lo: datetime | None = None,
+    hi: datetime | None = None,
+    *,
+    within: float = 120.0,
+) -> None:
+    """CALL refresh_continuous_aggregate over [lo, hi) (None: unbounded) on an autocommit
+    connection. TimescaleDB refuses a refresh while a policy job refreshes the same
+    aggregate instead of waiting for it, and a new policy starts at once: wait and retry."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+        wait=wait_random_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(within),
+        reraise=True,
+    ):
+        with attempt:
+            conn.execute(
+                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
+                (view, lo, hi),
+            )
+
+
+_SCHEMA_JOBS = text(
+    "SELECT job_id, application_name FROM timescaledb_information.jobs"
+    " WHERE hypertable_schema = :schema"
+)
+_RUNNING = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(:names)")
+
+
+def drop_schema(conn: Connection, schema: str, *, within: float = 30.0) -> None:
+    """DROP SCHEMA … CASCADE, its policy jobs deleted first and their running workers gone.
+
+    Dropping a continuous aggregate while its refresh policy runs can crash that worker
+    (TimescaleDB 2.28.3: signal 11, which restarts the whole server). delete_job cancels a
+    running worker; the drop waits until it has exited. Commits as it goes."""
+    has_extension = conn.execute(
+        text("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    ).scalar()
+    if has_extension:
+        jobs = conn.execute(_SCHEMA_JOBS, {"schema": schema}).all()
+        for job_id, _name in jobs:
+            conn.execute(text("SELECT delete_job(:id)"), {"id": job_id})
+        conn.commit()
+        names = [name for _id, name in jobs]
+        deadline = time.monotonic() + within
+        while names and conn.execute(_RUNNING, {"names": names}).scalar():
+            conn.rollback()  # a fresh snapshot of pg_stat_activity
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"policy jobs of schema {schema} still running: {names}")
+            time.sleep(0.1)
+    quoted = conn.dialect.identifier_preparer.quote(schema)
+    conn.execute(text(f"DROP SCHEMA IF EXISTS {quoted} CASCADE"))
+    conn.commit()
