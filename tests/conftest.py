@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from sqlalchemy.engine import make_url
 
 from shared.db import make_sync_engine
 from shared.migrations import upgrade
@@ -188,6 +189,28 @@ def db(schema: str, database_url: str) -> Iterator[psycopg.Connection[tuple[Any,
         libpq_url(database_url), autocommit=True, options=f"-c search_path={schema},public"
     ) as conn:
         yield conn
+
+
+# DESIGN.md: the local read-only login is grafana/grafana; production sets its own.
+GRAFANA_PASSWORD = os.environ.get("PACEKEEPER_GRAFANA_DB_PASSWORD", "grafana")
+
+
+def connect_as_grafana(database_url: str, schema: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection as the read-only `grafana` role into a schema, as a dashboard connects."""
+    url = make_url(database_url)
+    try:
+        return psycopg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            dbname=url.database,
+            user="grafana",
+            password=GRAFANA_PASSWORD,
+            options=f"-c search_path={schema}",
+            autocommit=True,
+            connect_timeout=5,
+        )
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"cannot log in as the read-only grafana role ({exc}): run `make infra-up`")
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import orjson
 import psycopg
 import pytest
 
-from services.aggregator.settings import AggregatorSettings
 from tests.aggregator import oracle, workload
+from tests.aggregator.conftest import settings_from
 from tests.aggregator.helpers import running
 from tests.conftest import Topics
 
@@ -279,8 +279,8 @@ async def test_policies_run_by_themselves_and_kpis_stay_exact(
 
     # Late events through the real aggregator into chunks the policy compressed: within
     # the allowed lateness, up to a week back.
-    settings = AggregatorSettings(
-        **{k.removeprefix("PACEKEEPER_").lower(): v for k, v in service_env.items()},
+    settings = settings_from(
+        service_env,
         aggregator_group_id=unique,
         aggregator_topic_partitions=2,
         aggregator_batch_max_wait=0.1,

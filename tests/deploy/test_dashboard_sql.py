@@ -7,7 +7,6 @@ needs a grant the migrations do not give, or that misuses kpi_value / kpi_series
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,17 +16,14 @@ import psycopg
 import pytest
 from psycopg import sql
 from pydantic import TypeAdapter
-from sqlalchemy.engine import make_url
 
 from shared.config.kpis import KpiSpec
 from shared.config.store import spec_json
-from tests.conftest import libpq_url
+from tests.conftest import connect_as_grafana, libpq_url
 from tests.deploy.dashboards import SqlQuery, load_dashboards, render, sql_queries
 
 pytestmark = pytest.mark.integration
 
-# DESIGN.md: the local read-only login is grafana/grafana; production sets its own.
-GRAFANA_PASSWORD = os.environ.get("PACEKEEPER_GRAFANA_DB_PASSWORD", "grafana")
 
 KPIS: list[dict[str, Any]] = [
     {"name": "orders", "kind": "count", "event": "order_completed", "dimensions": ["source"]},
@@ -70,21 +66,7 @@ def kpi_schema(schema: str, database_url: str) -> str:
 
 @pytest.fixture
 def grafana(kpi_schema: str, database_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-    url = make_url(database_url)
-    try:
-        conn = psycopg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            dbname=url.database,
-            user="grafana",
-            password=GRAFANA_PASSWORD,
-            options=f"-c search_path={kpi_schema}",
-            autocommit=True,
-            connect_timeout=5,
-        )
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"cannot log in as the read-only grafana role ({exc}): run `make infra-up`")
-    with conn:
+    with connect_as_grafana(database_url, kpi_schema) as conn:
         yield conn
 
 

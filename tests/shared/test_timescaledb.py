@@ -4,7 +4,6 @@ data through the aggregates."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,13 +17,12 @@ from sqlalchemy.engine import make_url
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
 from shared.timescaledb import refresh_aggregate
-from tests.conftest import drop_schema, libpq_url, schedule_policies
+from tests.conftest import connect_as_grafana, drop_schema, libpq_url, schedule_policies
 from tests.deploy.dashboards import load_dashboards, render, sql_queries
 
 pytestmark = pytest.mark.integration
 
 TIMESCALEDB_VERSION = "2.28.3"  # deploy/local/timescaledb.sh and docker-compose.yml
-GRAFANA_PASSWORD = os.environ.get("PACEKEEPER_GRAFANA_DB_PASSWORD", "grafana")
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -48,18 +46,8 @@ EXPECTED_JOBS = {
 
 
 @pytest.fixture
-def grafana(db: Conn, schema: str, database_url: str) -> Iterator[Conn]:
-    url = make_url(database_url)
-    with psycopg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        dbname=url.database,
-        user="grafana",
-        password=GRAFANA_PASSWORD,
-        options=f"-c search_path={schema}",
-        autocommit=True,
-        connect_timeout=5,
-    ) as conn:
+def grafana(schema: str, database_url: str) -> Iterator[Conn]:
+    with connect_as_grafana(database_url, schema) as conn:
         yield conn
 
 
