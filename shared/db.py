@@ -34,6 +34,9 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        # Bound values hold webhook secrets, API key hashes and SMTP passwords: never put
+        # them into an error message or a log line.
+        hide_parameters=True,
         connect_args=_connect_args(settings, application_name),
     )
 
@@ -43,6 +46,7 @@ def make_sync_engine(settings: BaseServiceSettings, *, application_name: str) ->
     return create_engine(
         settings.database_url.get_secret_value(),
         pool_pre_ping=True,
+        hide_parameters=True,  # as make_engine
         connect_args=_connect_args(settings, application_name),
     )
 

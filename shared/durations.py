@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 _UNITS = {
@@ -17,6 +18,9 @@ _UNITS = {
     "d": timedelta(days=1),
     "w": timedelta(weeks=1),
 }
+# Ten years: longer than any window, offset, `for` or interval a KPI tool needs, and far
+# inside what dates and timestamps can hold, so no arithmetic on one can overflow.
+MAX_DURATION = timedelta(days=3650)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -27,7 +31,10 @@ def parse_duration(text: str) -> timedelta:
     parts = _PART.findall(cleaned)
     if not parts or "".join(n + u for n, u in parts) != cleaned:
         raise ValueError(f"{text!r} is not a duration like 30s, 15m, 1h, 7d, 2w or 1h30m")
-    return sum((int(n) * _UNITS[u] for n, u in parts), timedelta(0))
+    try:
+        return sum((int(n) * _UNITS[u] for n, u in parts), timedelta(0))
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than {format_duration(MAX_DURATION)}") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -47,12 +54,23 @@ def _coerce(value: Any) -> Any:
     if isinstance(value, str):
         return parse_duration(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > MAX_DURATION.total_seconds():
+            raise ValueError(f"{value!r} seconds is not a duration up to {MAX_DURATION.days}d")
         return timedelta(seconds=value)
+    return value
+
+
+def _in_range(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("a duration cannot be negative")
+    if value > MAX_DURATION:
+        raise ValueError(f"a duration cannot be longer than {format_duration(MAX_DURATION)}")
     return value
 
 
 Duration = Annotated[
     timedelta,
     BeforeValidator(_coerce),
+    AfterValidator(_in_range),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]

@@ -6,6 +6,7 @@ import re
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal, Self
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -21,7 +22,7 @@ from pydantic import (
 )
 
 from shared.config.kpis import FieldPath, Name, check_field_path
-from shared.durations import Duration, parse_duration
+from shared.durations import MAX_DURATION, Duration, parse_duration
 
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")]
 Labels = dict[LabelName, Annotated[str, StringConstraints(max_length=200)]]
@@ -29,6 +30,12 @@ Dims = dict[FieldPath, str]
 
 # `15m`, `1h`, `1d`, or period-to-date: `ptd:day|week|month|quarter|year`.
 _PTD = re.compile(r"^ptd:(day|week|month|quarter|year)$")
+
+
+# Goal dates a calendar, a pace and a projection can work with (a goal of 0001-01-01 to
+# 9999-12-31 overflowed the pace's date arithmetic).
+EARLIEST_DAY = date(1970, 1, 1)
+LATEST_DAY = date(2199, 12, 31)
 
 
 class Direction(StrEnum):
@@ -53,7 +60,7 @@ class Severity(StrEnum):
 class GoalSpec(BaseModel):
     """A SMART goal: a fixed target by a deadline, or a recurring growth/target per period."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
     kpi: Name
@@ -61,8 +68,8 @@ class GoalSpec(BaseModel):
     target: float | None = None
     growth: float | None = Field(None, gt=-1, description="relative to the baseline, 0.2 = +20%")
     direction: Direction = Direction.at_least
-    start: date | None = None
-    deadline: date | None = None
+    start: Annotated[date, Field(ge=EARLIEST_DAY, le=LATEST_DAY)] | None = None
+    deadline: Annotated[date, Field(ge=EARLIEST_DAY, le=LATEST_DAY)] | None = None
     period: Period | None = None
     baseline: float | None = None
     dims: Dims = Field(default_factory=dict)
@@ -82,6 +89,8 @@ class GoalSpec(BaseModel):
                 raise ValueError("a one-off goal needs start and deadline (or give a period)")
             if self.deadline < self.start:
                 raise ValueError("deadline is before start")
+            if self.deadline - self.start > MAX_DURATION:
+                raise ValueError(f"a goal spans at most {MAX_DURATION.days} days")
         elif self.start is not None or self.deadline is not None:
             raise ValueError("a recurring goal (period) takes no start or deadline")
         return self
@@ -105,7 +114,7 @@ class Op(StrEnum):
 class MinSample(BaseModel):
     """Do not judge a rate on too little data: `kpi` over the same window must reach `value`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kpi: Name
     value: float = Field(ge=0)
@@ -126,7 +135,9 @@ class RuleSpec(BaseModel):
     change: KPI over `window` vs the same window `offset` earlier, relative change `op value`
     (e.g. op "<", value -0.3 = dropped more than 30%); absence: no data for `window`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
     kind: RuleKind = RuleKind.threshold
@@ -191,6 +202,30 @@ class Route(BaseModel):
     labels: Labels = Field(default_factory=dict)
 
 
+# Chat webhooks whose path or query *is* the credential: anyone with the URL can post.
+_URL_IS_SECRET = frozenset(
+    {ChannelType.slack, ChannelType.feishu, ChannelType.dingtalk, ChannelType.wecom}
+)
+MASK = "**********"
+
+
+def masked_url(url: str, *, whole_path: bool) -> str:
+    """A URL safe to show: no user or password, no query values, and for chat webhooks no
+    path (its token). Scheme, host and port stay, so an operator can tell which it is."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"{MASK}@" if parts.username or parts.password else "") + (
+        f"[{host}]" if ":" in host else host
+    )
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    path = f"/{MASK}" if whole_path and parts.path not in ("", "/") else parts.path
+    query = "&".join(
+        f"{key}={MASK}" for key, _value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
 # Alertmanager forgets an alert that is not re-sent within its resolve_timeout (5m by
 # default), so alerts pushed there are repeated every minute, as Prometheus does.
 ALERTMANAGER_REPEAT = timedelta(minutes=1)
@@ -239,7 +274,15 @@ class ChannelSpec(BaseModel):
         if value is None:
             return None
         context = info.context or {}
-        return value.get_secret_value() if context.get("reveal") else "**********"
+        return value.get_secret_value() if context.get("reveal") else MASK
+
+    @field_serializer("url", when_used="always")
+    def _mask_url(self, value: AnyHttpUrl | None, info: SerializationInfo) -> str | None:
+        if value is None:
+            return None
+        if (info.context or {}).get("reveal"):
+            return str(value)
+        return masked_url(str(value), whole_path=self.type in _URL_IS_SECRET)
 
     @model_validator(mode="after")
     def _shape(self) -> Self:

@@ -60,7 +60,7 @@ Scalar = str | int | float | bool
 class Comparison(BaseModel):
     """A condition on one field; several keys in one object must all hold."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     eq: Scalar | None = None
     ne: Scalar | None = None
@@ -77,7 +77,8 @@ Condition = Scalar | Comparison
 
 
 class _KpiBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity stored in a definition could never be read back into it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: Name
     description: str = ""

@@ -5,11 +5,13 @@ The caller owns the transaction; these functions only read and write within it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from pydantic import TypeAdapter
+from prometheus_client import Counter
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +19,14 @@ from shared.config import PacekeeperConfig
 from shared.config.alerting import ChannelSpec, GoalSpec, RuleSpec
 from shared.config.kpis import KpiSpec
 
+log = logging.getLogger(__name__)
+
 SECTIONS = ("kpis", "goals", "rules", "channels")
+INVALID_ROWS = Counter(
+    "pacekeeper_config_rows_invalid_total",
+    "Stored definitions left out because they do not validate, by section",
+    ["section"],
+)
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "kpis": TypeAdapter(KpiSpec),
     "goals": TypeAdapter(GoalSpec),
@@ -112,12 +121,28 @@ async def apply_config(
 
 
 async def load_section(session: AsyncSession, section: str) -> dict[str, Any]:
-    """Every stored definition of a section, validated back into its model, by name."""
+    """Every stored definition of a section, validated back into its model, by name.
+
+    A row that no longer validates (stored by an older version with looser checks, or
+    edited by hand) is left out and logged, never the whole section: one bad rule must
+    not stop the API and the evaluator for every other one."""
     if section not in SECTIONS:
         raise ValueError(f"unknown config section {section!r}")
     rows = await session.execute(text(f"SELECT name, spec FROM {section} ORDER BY name"))
     adapter = _ADAPTERS[section]
-    return {name: adapter.validate_python(spec) for name, spec in rows}
+    valid: dict[str, Any] = {}
+    for name, spec in rows:
+        try:
+            valid[name] = adapter.validate_python(spec)
+        except ValidationError as exc:
+            # No input values in the log: a channel's row holds its secrets.
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(row)'}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            INVALID_ROWS.labels(section).inc()
+            log.warning("skipping stored %s %r that does not validate: %s", section, name, problems)
+    return valid
 
 
 async def load_kpis(session: AsyncSession) -> dict[str, KpiSpec]:

@@ -173,3 +173,92 @@ async def test_goals_and_series(api: httpx.AsyncClient, db: psycopg.Connection[A
         )
     ) == ["to"]
     assert date.fromisoformat(goal["deadline"]) > today
+
+
+async def test_one_poisoned_write_is_refused_and_an_old_bad_row_stops_nothing(
+    api: httpx.AsyncClient, db: psycopg.Connection[Any]
+) -> None:
+    """A hostile probe's writes: each was accepted (201), could not be read back, and then
+    every GET/POST/DELETE of the section answered 422 for everyone."""
+    assert (await api.put("/v1/kpis/orders", json=ORDERS, headers=ADMIN_H)).status_code == 201
+    assert fields(await api.post("/v1/rules", json={**RULE, "for": -60}, headers=ADMIN_H)) == [
+        "for"
+    ]
+    huge = {**RULE, "for": "99999999999999999d"}
+    assert fields(await api.post("/v1/rules", json=huge, headers=ADMIN_H)) == ["for"]
+    nan = '{"name": "nan", "kpi": "orders", "window": "15m", "op": "<", "value": NaN}'
+    headers = {**ADMIN_H, "Content-Type": "application/json"}
+    assert fields(await api.post("/v1/rules", content=nan, headers=headers)) == ["value"]
+    goal = {"name": "g", "kpi": "orders", "direction": "at_least"}
+    infinite = '{"name": "g", "kpi": "orders", "target": Infinity, "period": "month"}'
+    assert fields(await api.post("/v1/goals", content=infinite, headers=headers)) == ["target"]
+    forever = {**goal, "target": 5, "start": "0001-01-01", "deadline": "9999-12-31"}
+    assert fields(await api.post("/v1/goals", json=forever, headers=ADMIN_H)) == [
+        "start",
+        "deadline",
+    ]
+    assert (await api.get("/v1/rules", headers=READ_H)).json() == []
+
+    # A row an older version stored with looser checks: left out and counted, never
+    # the whole section; it can still be deleted.
+    assert (await api.post("/v1/rules", json=RULE, headers=ADMIN_H)).status_code == 201
+    db.execute(
+        "INSERT INTO rules (name, spec) VALUES ('legacy', %s::jsonb)",
+        ('{"name": "legacy", "kpi": "orders", "window": "15m", "op": "<", "for": -60}',),
+    )
+    listed = await api.get("/v1/rules", headers=READ_H)
+    assert listed.status_code == 200
+    assert [r["name"] for r in listed.json()] == ["orders-low"]
+    assert (await api.get("/v1/rules/legacy", headers=READ_H)).status_code == 404
+    assert (await api.delete("/v1/rules/legacy", headers=ADMIN_H)).status_code == 204
+    metrics = (await api.get("/metrics")).text
+    assert 'pacekeeper_config_rows_invalid_total{section="rules"}' in metrics
+
+
+async def test_credential_bearing_urls_are_masked_for_readers_and_kept_for_the_services(
+    api: httpx.AsyncClient, db: psycopg.Connection[Any]
+) -> None:
+    slack = {"name": "chat", "type": "slack", "url": "https://hooks.slack.com/services/T0/B0/XyZ"}
+    hook = {
+        "name": "hook",
+        "type": "webhook",
+        "url": "https://ops:pw@hooks.example:8443/in?token=abc",
+    }
+    for channel in (slack, hook):
+        created = await api.post("/v1/channels", json=channel, headers=ADMIN_H)
+        assert created.status_code == 201, created.text
+        assert "XyZ" not in created.text
+        assert "abc" not in created.text
+    listed = {c["name"]: c["url"] for c in (await api.get("/v1/channels", headers=READ_H)).json()}
+    assert listed == {
+        "chat": "https://hooks.slack.com/**********",
+        "hook": "https://**********@hooks.example:8443/in?token=**********",
+    }
+    stored = dict(db.execute("SELECT name, spec->>'url' FROM channels").fetchall())
+    assert stored == {"chat": slack["url"], "hook": hook["url"]}
+
+
+async def test_series_refuses_endless_steps_and_unknown_or_nul_dimensions(
+    api: httpx.AsyncClient,
+) -> None:
+    """Each of these was a 500 for any holder of the read-only token."""
+    assert (await api.put("/v1/kpis/orders", json=ORDERS, headers=ADMIN_H)).status_code == 201
+    window = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+
+    async def refused(**params: str) -> list[str]:
+        response = await api.get(
+            "/v1/kpis/orders/series", params={**window, **params}, headers=READ_H
+        )
+        return fields(response)
+
+    assert await refused(step="9999999999d") == ["step"]
+    assert await refused(step="999999999d") == ["step"]
+    assert await refused(dims='{"nope": "x"}') == ["dims.nope"]
+    assert await refused(dims='{"source": "web\\u0000"}') == ["dims"]
+    fine = await api.get(
+        "/v1/kpis/orders/series",
+        params={**window, "step": "1d", "dims": '{"source": "web"}'},
+        headers=READ_H,
+    )
+    assert fine.status_code == 200, fine.text
+    assert len(fine.json()["points"]) == 30

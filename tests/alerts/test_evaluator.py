@@ -208,3 +208,39 @@ rules:
         result = await successor.cycle(session, now + timedelta(seconds=12))
     assert [p["status"] for p in payloads(db)] == ["firing", "resolved"]
     assert db.execute("SELECT state FROM alerts").fetchall() == [("resolved",)]
+
+
+async def test_a_stored_row_that_no_longer_validates_stops_nothing(
+    apply_yaml: ApplyConfig,
+    db: psycopg.Connection[Any],
+    evaluator: Evaluator,
+    sessions: async_sessionmaker[AsyncSession],
+    cycle: Cycle,
+) -> None:
+    """Rows stored before the checks were tightened (a goal over ten thousand years, a
+    negative `for`) used to crash-loop the evaluator; they are left out, the rest runs."""
+    await apply_yaml(
+        KPIS
+        + """
+rules:
+  - {name: orders-low, kpi: orders, window: 10m, op: "<", value: 5, channels: [ops]}
+"""
+    )
+    db.execute(
+        "INSERT INTO goals (name, spec) VALUES ('forever', %s::jsonb)",
+        (
+            '{"name": "forever", "kpi": "orders", "target": 5, "start": "0001-01-01",'
+            ' "deadline": "9999-12-31"}',
+        ),
+    )
+    db.execute(
+        "INSERT INTO rules (name, spec) VALUES ('negative', %s::jsonb)",
+        ('{"name": "negative", "kpi": "orders", "window": "10m", "op": "<", "for": -60}',),
+    )
+    now = datetime.now(UTC)
+    async with transaction(sessions) as session:
+        await evaluator.load(session, now)
+    put_points(db, "orders", 1, bucket=now - timedelta(minutes=2))
+    await cycle(now)
+    (payload,) = payloads(db)
+    assert [a["labels"]["alertname"] for a in payload["alerts"]] == ["orders-low"]

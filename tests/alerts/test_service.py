@@ -233,3 +233,25 @@ async def test_a_kpi_update_triggers_evaluation_between_ticks(
     wait_until(lambda: receiver.all(), 5)
     # `for: 1s` needs a second look: the dispatch passes and a follow-up update do it.
     assert time.monotonic() - sent < 5
+
+
+def test_a_write_is_committed_before_it_is_acknowledged(
+    start_service: StartService, db: psycopg.Connection[Any]
+) -> None:
+    """A 201 used to be sent before the commit: a client's next request, or another
+    reader, could miss what it had just been told exists (and a PUT right after the POST
+    of the same channel failed with a UniqueViolation 500 now and then)."""
+    import httpx
+
+    service = start_service()
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=service.url, headers=admin, timeout=10) as client:
+        for i in range(60):
+            channel = {"name": f"c{i}", "type": "webhook", "url": "http://127.0.0.1:9/h"}
+            assert client.post("/v1/channels", json=channel).status_code == 201
+            seen = db.execute("SELECT 1 FROM channels WHERE name = %s", (f"c{i}",)).fetchone()
+            assert seen == (1,), f"c{i} acknowledged before it was committed"
+            replaced = client.put(
+                f"/v1/channels/c{i}", json={**channel, "url": "http://127.0.0.1:9/x"}
+            )
+            assert replaced.status_code == 200, replaced.text

@@ -136,3 +136,28 @@ goals:
         "goals[0].dims.properties.campaign: KPI 'orders' does not declare dimension"
         " 'properties.campaign'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "whole_path", "shown"),
+    [
+        (
+            "https://oapi.dingtalk.com/robot/send?access_token=t0k",
+            True,
+            "https://oapi.dingtalk.com/**********?access_token=**********",
+        ),
+        ("http://[::1]:8081/hook", False, "http://[::1]:8081/hook"),
+        (
+            "https://u:p@example.com/a/b?x=1&y=",
+            False,
+            "https://**********@example.com/a/b?x=**********&y=**********",
+        ),
+        ("https://example.com", True, "https://example.com"),
+    ],
+)
+def test_masked_url_keeps_where_it_goes_and_hides_what_grants_access(
+    url: str, whole_path: bool, shown: str
+) -> None:
+    from shared.config.alerting import masked_url
+
+    assert masked_url(url, whole_path=whole_path) == shown

@@ -28,7 +28,9 @@ def get_settings(request: Request) -> AlertsSettings:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request owns the transaction: committed when the handler returns normally."""
+    """The request owns the transaction: committed when the handler returns normally,
+    before the answer is sent (the `Session` alias scopes it to the handler), so a 2xx
+    means the change is durable and visible to the client's next request."""
     async with transaction(request.app.state.sessions) as session:
         yield session
 
@@ -64,7 +66,7 @@ async def writer(role: Annotated[Role, Depends(reader)]) -> Role:
     return role
 
 
-Session = Annotated[AsyncSession, Depends(get_session)]
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 Reader = Annotated[Role, Depends(reader)]
 Writer = Annotated[Role, Depends(writer)]
 Settings = Annotated[AlertsSettings, Depends(get_settings)]

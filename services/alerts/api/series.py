@@ -11,8 +11,9 @@ from fastapi import APIRouter, HTTPException, Query, status
 from services.alerts import repository
 from services.alerts.api.deps import Reader, Session
 from services.alerts.api.errors import Unprocessable
+from shared.config.kpis import undeclared_dimensions
 from shared.config.store import load_section
-from shared.durations import parse_duration
+from shared.durations import MAX_DURATION, format_duration, parse_duration
 
 router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
 MAX_POINTS = 20_000
@@ -28,7 +29,8 @@ async def series(
     step: str = Query("1h", description="15m, 1h, 1d, …"),
     dims: str | None = Query(None, description='JSON object, e.g. {"source": "web-shop"}'),
 ) -> dict[str, Any]:
-    if name not in await load_section(session, "kpis"):
+    kpis = await load_section(session, "kpis")
+    if name not in kpis:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no KPI named {name!r}")
     try:
         step_delta = parse_duration(step)
@@ -36,6 +38,8 @@ async def series(
         raise Unprocessable([("step", str(exc))]) from None
     if step_delta < timedelta(minutes=1):
         raise Unprocessable([("step", "must be at least 1m (KPIs are kept per minute)")])
+    if step_delta > MAX_DURATION:
+        raise Unprocessable([("step", f"must be at most {format_duration(MAX_DURATION)}")])
     if t_from.tzinfo is None or t_to.tzinfo is None:
         raise Unprocessable([("from", "give times with a time zone, e.g. 2027-01-01T00:00Z")])
     if t_to <= t_from:
@@ -50,6 +54,11 @@ async def series(
             raw = None
         if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
             raise Unprocessable([("dims", "a JSON object of dimension → value strings")])
+        if any("\x00" in k or "\x00" in v for k, v in raw.items()):
+            raise Unprocessable([("dims", "names and values cannot contain NUL")])
+        unknown = undeclared_dimensions(name, list(raw), kpis)
+        if unknown:
+            raise Unprocessable([(f"dims.{d}", f"{name} has no dimension {d!r}") for d in unknown])
         parsed = raw
     points = await repository.kpi_series(session, name, t_from, t_to, step_delta, parsed)
     return {
