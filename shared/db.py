@@ -17,18 +17,31 @@ from sqlalchemy.ext.asyncio import (
 from shared.settings import BaseServiceSettings
 
 
-def _connect_args(settings: BaseServiceSettings, application_name: str) -> dict[str, Any]:
+def _connect_args(
+    settings: BaseServiceSettings, application_name: str, statement_timeout_ms: int | None = None
+) -> dict[str, Any]:
     args: dict[str, Any] = {"application_name": application_name}
+    options: list[str] = []
     if settings.database_schema:
         # Tests (and multi-tenant setups) live in their own schema; `public` stays visible
         # for extensions such as timescaledb.
-        args["options"] = f"-c search_path={settings.database_schema},public"
+        options.append(f"-c search_path={settings.database_schema},public")
+    if statement_timeout_ms is not None:
+        options.append(f"-c statement_timeout={statement_timeout_ms}")
+    if options:
+        args["options"] = " ".join(options)
     return args
 
 
 def make_engine(
-    settings: BaseServiceSettings, *, application_name: str, pool_size: int = 5
+    settings: BaseServiceSettings,
+    *,
+    application_name: str,
+    pool_size: int = 5,
+    statement_timeout_ms: int | None = None,
 ) -> AsyncEngine:
+    """`statement_timeout_ms` bounds every statement of the engine's sessions: a request
+    that asks for too much is cancelled by the server instead of holding a connection."""
     return create_async_engine(
         settings.database_url.get_secret_value(),
         pool_size=pool_size,
@@ -37,7 +50,7 @@ def make_engine(
         # Bound values hold webhook secrets, API key hashes and SMTP passwords: never put
         # them into an error message or a log line.
         hide_parameters=True,
-        connect_args=_connect_args(settings, application_name),
+        connect_args=_connect_args(settings, application_name, statement_timeout_ms),
     )
 
 

@@ -204,6 +204,8 @@ alter role :"grafana" with login nocreatedb nosuperuser nocreaterole password :'
 -- Belt and braces for the read-only role: even a missed REVOKE cannot let a
 -- dashboard query write.
 alter role :"grafana" set default_transaction_read_only = on;
+-- A cost bound for every dashboard query: no viewer can hold the database for minutes.
+alter role :"grafana" set statement_timeout = '30s';
 
 -- template0 with an explicit UTF8/C.UTF-8 so the database does not depend on
 -- how the cluster was initialised.

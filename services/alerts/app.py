@@ -31,13 +31,19 @@ def create_app(settings: AlertsSettings, *, run_worker: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings, application_name="pacekeeper-alerts", pool_size=8)
+        api_engine = make_engine(
+            settings,
+            application_name="pacekeeper-alerts-api",
+            pool_size=settings.alerts_api_pool_size,
+            statement_timeout_ms=int(settings.alerts_api_statement_timeout_seconds * 1000),
+        )
         sessions = make_sessionmaker(engine)
         http = httpx.AsyncClient(
             timeout=settings.alerts_delivery_timeout_seconds,
             headers={"User-Agent": "pacekeeper-alerts"},
         )
         app.state.settings = settings
-        app.state.sessions = sessions
+        app.state.sessions = make_sessionmaker(api_engine)
         app.state.config_cache = ConfigCache(settings.timezone)
         worker = Worker(settings, engine, sessions, http) if run_worker else None
         app.state.worker = worker
@@ -50,6 +56,7 @@ def create_app(settings: AlertsSettings, *, run_worker: bool = True) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await http.aclose()
+            await api_engine.dispose()
             await engine.dispose()
 
     app = FastAPI(

@@ -41,6 +41,11 @@ class AlertsSettings(BaseServiceSettings):
     alerts_delivery_backoff_max_seconds: float = Field(300.0, gt=0)
     alerts_delivery_timeout_seconds: float = Field(10.0, gt=0)
     alerts_delivery_concurrency: int = Field(16, ge=1, le=256)
+    # The API's own connections, apart from the evaluator's: no reader can take the
+    # evaluator's connections, and a read that asks for too much is cancelled after this
+    # long (a 100-year series of a formula KPI held a connection for over a minute).
+    alerts_api_pool_size: int = Field(8, ge=1, le=100)
+    alerts_api_statement_timeout_seconds: float = Field(10.0, gt=0, le=600)
 
     # Resolved alerts stay listed under GET /v1/alerts this long.
     alerts_resolved_retention_hours: float = Field(168.0, gt=0)

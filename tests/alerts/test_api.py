@@ -262,3 +262,24 @@ async def test_series_refuses_endless_steps_and_unknown_or_nul_dimensions(
     )
     assert fine.status_code == 200, fine.text
     assert len(fine.json()["points"]) == 30
+
+
+async def test_a_read_that_asks_too_much_is_cancelled_with_a_clear_answer(
+    alerts_settings: AlertsSettings,
+) -> None:
+    """The cost bound of one request (PACEKEEPER_ALERTS_API_STATEMENT_TIMEOUT_SECONDS, on the
+    API's own connections): the server cancels the statement, the client is told why."""
+    settings = alerts_settings.model_copy(update={"alerts_api_statement_timeout_seconds": 0.001})
+    app = create_app(settings, run_worker=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://alerts") as api:
+            await api.put("/v1/kpis/orders", json=ORDERS, headers=ADMIN_H)
+            response = await api.get(
+                "/v1/kpis/orders/series",
+                params={"from": "2026-11-01T00:00:00Z", "to": "2026-11-14T00:00:00Z", "step": "1m"},
+                headers=READ_H,
+            )
+    assert response.status_code == 503, response.text
+    assert "cancelled" in response.json()["detail"]
+    assert response.headers["retry-after"] == "5"

@@ -244,6 +244,7 @@ def test_init_sql_creates_a_read_only_grafana_role() -> None:
     assert "create extension if not exists timescaledb" in code
     assert re.search(r"create role grafana login", code)
     assert "default_transaction_read_only = on" in code
+    assert "alter role grafana set statement_timeout = '30s'" in code
     assert "alter default privileges for role pacekeeper" in code
     # Table access is granted table by table in the migrations; channels hold secrets.
     assert not re.search(r"grant\s+(select|all)[^;]*\bon\s+(all\s+)?tables\b", code)

@@ -77,6 +77,8 @@ def test_grafana_reads_kpis_but_never_writes_or_sees_raw_events(
     with grafana:
         grafana.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         assert grafana.execute("SELECT count(*) FROM kpi_points").fetchone() == (0,)
+        # Every dashboard query is cut off after 30 s (deploy/local/postgres.sh, compose init).
+        assert grafana.execute("SHOW statement_timeout").fetchone() == ("30s",)
         # Refused twice over: the role is read-only by default and has no INSERT grant.
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             grafana.execute("INSERT INTO kpi_points (kpi, bucket) VALUES ('x', now())")

@@ -39,6 +39,8 @@ CREATE ROLE grafana LOGIN PASSWORD :'grafana_password'
     NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION CONNECTION LIMIT 20;
 -- Belt and braces: even a mistaken grant cannot let a dashboard write.
 ALTER ROLE grafana SET default_transaction_read_only = on;
+-- A cost bound for every dashboard query: no viewer can hold the database for minutes.
+ALTER ROLE grafana SET statement_timeout = '30s';
 -- A runaway panel query must not hold a connection for minutes.
 ALTER ROLE grafana SET statement_timeout = '30s';
 GRANT CONNECT ON DATABASE pacekeeper TO grafana;

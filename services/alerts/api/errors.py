@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from shared.config import error_path
 
@@ -46,6 +48,21 @@ def install(app: FastAPI) -> None:
     async def _model(request: Request, exc: ValidationError) -> JSONResponse:
         errors = exc.errors(include_url=False)
         return JSONResponse({"detail": jsonable_encoder(details(errors))}, status_code=422)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if isinstance(exc.orig, psycopg.errors.QueryCanceled):
+            # PACEKEEPER_ALERTS_API_STATEMENT_TIMEOUT_SECONDS: the cost bound of one request.
+            limit = request.app.state.settings.alerts_api_statement_timeout_seconds
+            return JSONResponse(
+                {
+                    "detail": f"the query ran over {limit:g} s and was cancelled: ask for a"
+                    " shorter window, a larger step or fewer dimensions"
+                },
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        raise exc
 
     @app.exception_handler(Unprocessable)
     async def _refs(request: Request, exc: Unprocessable) -> JSONResponse:
