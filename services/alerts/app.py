@@ -18,6 +18,7 @@ from sqlalchemy import text
 from services.alerts import repository
 from services.alerts.api import alerts, config, goals, series, silences
 from services.alerts.api.errors import install as install_errors
+from services.alerts.api.limits import RequestLimits
 from services.alerts.config import ConfigCache
 from services.alerts.settings import AlertsSettings
 from services.alerts.worker import LEASE_NAME, Worker
@@ -66,6 +67,7 @@ def create_app(settings: AlertsSettings, *, run_worker: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     install_errors(app)
+    app.add_middleware(RequestLimits, settings=settings)
     for router in (
         config.kpis,
         series.router,

@@ -45,6 +45,9 @@ class AlertsSettings(BaseServiceSettings):
     # evaluator's connections, and a read that asks for too much is cancelled after this
     # long (a 100-year series of a formula KPI held a connection for over a minute).
     alerts_api_pool_size: int = Field(8, ge=1, le=100)
+    # The largest request body the API reads: a whole pacekeeper.yaml section of definitions
+    # is a few KiB; anything near this is a mistake or an attack.
+    alerts_max_body_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
     alerts_api_statement_timeout_seconds: float = Field(10.0, gt=0, le=600)
 
     # Resolved alerts stay listed under GET /v1/alerts this long.

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.config.kpis import FieldPath, Name, check_field_path
+from shared.config.kpis import MAX_TEXT, FieldPath, Name, check_field_path
 from shared.durations import MAX_DURATION, Duration, parse_duration
 
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")]
@@ -64,7 +64,7 @@ class GoalSpec(BaseModel):
 
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
     kpi: Name
-    description: str = ""
+    description: Annotated[str, StringConstraints(max_length=MAX_TEXT)] = ""
     target: float | None = None
     growth: float | None = Field(None, gt=-1, description="relative to the baseline, 0.2 = +20%")
     direction: Direction = Direction.at_least
@@ -246,10 +246,10 @@ class ChannelSpec(BaseModel):
     to: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
         default_factory=list
     )
-    sender: str | None = None
-    smtp_host: str | None = None
+    sender: Annotated[str, StringConstraints(max_length=320)] | None = None
+    smtp_host: Annotated[str, StringConstraints(max_length=253)] | None = None
     smtp_port: int = Field(587, ge=1, le=65535)
-    smtp_username: str | None = None
+    smtp_username: Annotated[str, StringConstraints(max_length=320)] | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     match: Route | None = None

@@ -57,6 +57,10 @@ FieldPath = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Scalar = str | int | float | bool
 
 
+# Free text in a definition: a paragraph, not a document (a 20 MiB description was stored).
+MAX_TEXT = 2000
+
+
 class Comparison(BaseModel):
     """A condition on one field; several keys in one object must all hold."""
 
@@ -81,8 +85,8 @@ class _KpiBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: Name
-    description: str = ""
-    unit: str = ""
+    description: Annotated[str, StringConstraints(max_length=MAX_TEXT)] = ""
+    unit: Annotated[str, StringConstraints(max_length=32)] = ""
 
 
 class _EventKpi(_KpiBase):

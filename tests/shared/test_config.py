@@ -161,3 +161,15 @@ def test_masked_url_keeps_where_it_goes_and_hides_what_grants_access(
     from shared.config.alerting import masked_url
 
     assert masked_url(url, whole_path=whole_path) == shown
+
+
+def test_free_text_is_a_paragraph_not_a_document() -> None:
+    from shared.config.kpis import MAX_TEXT
+
+    with pytest.raises(ConfigError) as refused:
+        load_config_text(
+            "kpis:\n  - {name: orders, kind: count, event: o, description: '"
+            + "x" * (MAX_TEXT + 1)
+            + "'}\n"
+        )
+    assert "kpis[0].description" in str(refused.value)

@@ -39,6 +39,16 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def token_role(settings: AlertsSettings, token: str) -> Role | None:
+    """What a bearer token may do; None for an unknown one (compared in constant time)."""
+    if _same(token, settings.admin_token.get_secret_value()):
+        return Role.admin
+    read = settings.alerts_read_token
+    if read is not None and _same(token, read.get_secret_value()):
+        return Role.read
+    return None
+
+
 async def reader(
     settings: Annotated[AlertsSettings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -49,15 +59,12 @@ async def reader(
             "missing bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    token = credentials.credentials
-    if _same(token, settings.admin_token.get_secret_value()):
-        return Role.admin
-    read = settings.alerts_read_token
-    if read is not None and _same(token, read.get_secret_value()):
-        return Role.read
-    raise HTTPException(
-        status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"}
-    )
+    role = token_role(settings, credentials.credentials)
+    if role is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return role
 
 
 async def writer(role: Annotated[Role, Depends(reader)]) -> Role:
