@@ -289,6 +289,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "PACEKEEPER_KPI_UPDATES_TOPIC": settings.kpi_updates_topic,
                 "PACEKEEPER_EVENTS_TOPIC": settings.events_topic,
                 "PACEKEEPER_LOG_LEVEL": "WARNING",
+                "PACEKEEPER_ALERTS_ALLOW_PRIVATE_TARGETS": "true",  # the receiver is local
             }
             latency = await measure_latency(
                 settings, env, conn, got, args.trials, ROOT / "bench" / "results" / "alerts.log.tmp"

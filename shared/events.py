@@ -152,6 +152,28 @@ def _property_errors(index: int, properties: Any) -> list[FieldError]:
     return errors
 
 
+def _nul_field(wire: dict[str, Any]) -> str | None:
+    """The first field whose text holds NUL, which PostgreSQL cannot store: accepted, such
+    an event could only end in the dead-letter topic."""
+
+    def holds(value: Any) -> bool:
+        if isinstance(value, str):
+            return "\x00" in value
+        if isinstance(value, dict):
+            return any(holds(k) or holds(v) for k, v in value.items())
+        if isinstance(value, list):
+            return any(holds(v) for v in value)
+        return False
+
+    for name in ("id", "user_id", "anonymous_id"):
+        if holds(wire[name]):
+            return name
+    for key, item in wire["properties"].items():
+        if holds(key) or holds(item):
+            return f"properties.{key.replace(chr(0), '?')}"
+    return None
+
+
 def _float_errors(index: int, properties: dict[str, Any]) -> list[FieldError]:
     """NaN and infinities are not JSON; Python's json would accept them, orjson would write null."""
     errors = []
@@ -246,6 +268,10 @@ def validate_event(
         return [
             FieldError(index, "", f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit")
         ]
+    if b"\\u0000" in value:  # one search of the encoded event; the walk only when it hits
+        nul = _nul_field(wire)
+        if nul is not None:
+            return [FieldError(index, nul, "text cannot contain NUL (U+0000)")]
     key = _key(source, incoming.user_id or incoming.anonymous_id or incoming.id)
     return Accepted(**wire, key=key, value=value)
 

@@ -2,7 +2,7 @@
 # Local PostgreSQL for development and tests: the Debian `postgresql` package
 # and its cluster tools (pg_createcluster, pg_ctlcluster), no Docker.
 #
-#   deploy/local/postgres.sh install   the pinned PostgreSQL 15 and TimescaleDB built for it (timescaledb.sh)
+#   deploy/local/postgres.sh install   Debian's current PostgreSQL 15 and TimescaleDB built for it (timescaledb.sh)
 #   deploy/local/postgres.sh up        install, create/start the cluster, create roles, database and extension
 #   deploy/local/postgres.sh down      stop the cluster
 #   deploy/local/postgres.sh status    print the cluster state (exit 3 if stopped)

@@ -20,6 +20,7 @@ from services.alerts.api import alerts, config, goals, series, silences
 from services.alerts.api.errors import install as install_errors
 from services.alerts.api.limits import RequestLimits
 from services.alerts.config import ConfigCache
+from services.alerts.notify.targets import GuardedTransport
 from services.alerts.settings import AlertsSettings
 from services.alerts.worker import LEASE_NAME, Worker
 from shared.db import make_engine, make_sessionmaker, transaction
@@ -42,6 +43,9 @@ def create_app(settings: AlertsSettings, *, run_worker: bool = True) -> FastAPI:
         http = httpx.AsyncClient(
             timeout=settings.alerts_delivery_timeout_seconds,
             headers={"User-Agent": "pacekeeper-alerts"},
+            transport=GuardedTransport(
+                httpx.AsyncHTTPTransport(), allow_private=settings.alerts_allow_private_targets
+            ),
         )
         app.state.settings = settings
         app.state.sessions = make_sessionmaker(api_engine)

@@ -41,6 +41,9 @@ class AlertsSettings(BaseServiceSettings):
     alerts_delivery_backoff_max_seconds: float = Field(300.0, gt=0)
     alerts_delivery_timeout_seconds: float = Field(10.0, gt=0)
     alerts_delivery_concurrency: int = Field(16, ge=1, le=256)
+    # Deliveries to loopback, private, link-local and reserved addresses (the database, the
+    # cloud metadata service) are refused unless this is set: the local demo's receiver.
+    alerts_allow_private_targets: bool = False
     # The API's own connections, apart from the evaluator's: no reader can take the
     # evaluator's connections, and a read that asks for too much is cancelled after this
     # long (a 100-year series of a formula KPI held a connection for over a minute).

@@ -127,6 +127,8 @@ def child_env(settings: DemoSettings, base: Mapping[str, str]) -> dict[str, str]
     # A livelier alerts service unless the caller chose its own tick.
     env.setdefault("PACEKEEPER_ALERTS_TICK_SECONDS", str(settings.demo_alerts_tick_seconds))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The demo's webhook receiver listens on 127.0.0.1.
+    env.setdefault("PACEKEEPER_ALERTS_ALLOW_PRIVATE_TARGETS", "true")
     return env
 
 

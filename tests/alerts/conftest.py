@@ -161,7 +161,12 @@ def put_points(
 def alerts_settings(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AlertsSettings:
     for key, value in service_env.items():
         monkeypatch.setenv(key, value)
-    return AlertsSettings(admin_token=ADMIN, alerts_read_token=READER)  # type: ignore[arg-type]
+    # The receivers of these tests listen on 127.0.0.1; test_targets.py covers the refusal.
+    return AlertsSettings(
+        admin_token=ADMIN,  # type: ignore[arg-type]
+        alerts_read_token=READER,  # type: ignore[arg-type]
+        alerts_allow_private_targets=True,
+    )
 
 
 @pytest.fixture
@@ -241,6 +246,7 @@ def alerts_env(service_env: dict[str, str]) -> dict[str, str]:
         "PACEKEEPER_ALERTS_DELIVERY_BACKOFF_SECONDS": "0.2",
         "PACEKEEPER_ALERTS_DELIVERY_BACKOFF_MAX_SECONDS": "1",
         "PACEKEEPER_ALERTS_DELIVERY_TIMEOUT_SECONDS": "10",
+        "PACEKEEPER_ALERTS_ALLOW_PRIVATE_TARGETS": "true",
         "PACEKEEPER_LOG_LEVEL": "INFO",
     }
 

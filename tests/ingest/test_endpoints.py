@@ -246,13 +246,14 @@ async def test_invalid_events_are_named_and_nothing_is_published(
         {"id": "no-type", "time": now.isoformat()},
         "not an object",
         event(id="huge", properties={"blob": "x" * (33 * 1024)}),
+        event(id="nul\x00"),  # was a 202, then a dead letter: PostgreSQL cannot store NUL
     ]
     response = await client.post("/v1/events", json=batch)
     assert response.status_code == 422
     body = response.json()
     assert body["code"] == "invalid_events"
     by_index = {error["index"]: error for error in body["errors"]}
-    assert sorted(by_index) == [1, 2, 3, 4, 5, 6]
+    assert sorted(by_index) == [1, 2, 3, 4, 5, 6, 7]
     assert by_index[1]["field"] == "time"
     assert "lateness" in by_index[1]["reason"]
     assert by_index[2]["field"] == "time"
@@ -261,6 +262,7 @@ async def test_invalid_events_are_named_and_nothing_is_published(
     assert by_index[4] == {"index": 4, "field": "type", "reason": "field required"}
     assert by_index[5]["reason"] == "an event must be a JSON object"
     assert "32768" in by_index[6]["reason"]
+    assert by_index[7] == {"index": 7, "field": "id", "reason": "text cannot contain NUL (U+0000)"}
 
     marker = await client.post("/v1/events", json=event(id="marker"))
     assert marker.status_code == 202

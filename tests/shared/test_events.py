@@ -95,12 +95,20 @@ def test_time_is_normalised_to_utc() -> None:
         (good(extra=1), "extra", "unknown field"),
         (good(properties={"x": float("nan")}), "properties.x", "finite"),
         (good(properties={"big": "x" * MAX_EVENT_BYTES}), "", "over the 32768 limit"),
+        # PostgreSQL cannot store NUL: accepted, such an event could only be dead-lettered.
+        (good(id="a\x00b"), "id", "NUL"),
+        (good(user_id="u\x00"), "user_id", "NUL"),
+        (good(properties={"tags": ["ok", "n\x00"]}), "properties.tags", "NUL"),
     ],
 )
 def test_every_refusal_names_field_and_reason(event: Any, field: str, reason: str) -> None:
     errors = fields(check(event))
     assert field in errors, errors
     assert reason.lower() in errors[field].lower()
+
+
+def test_the_text_of_an_escaped_nul_is_only_text() -> None:
+    assert isinstance(check(good(properties={"note": "\\u0000 is how JSON spells NUL"})), Accepted)
 
 
 def test_non_object_is_refused() -> None:
@@ -131,21 +139,27 @@ def test_key_keeps_one_users_events_together() -> None:
     assert anon.key == message_key(fields_of(anon)) == b"web-shop\x1fa-9"
 
 
+# Any text PostgreSQL can store: every character but NUL (and lone surrogates, not UTF-8).
+def texts(min_size: int = 0, max_size: int = 20) -> st.SearchStrategy[str]:
+    characters = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+    return st.text(characters, min_size=min_size, max_size=max_size)
+
+
 scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**53), max_value=2**53),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
+    texts(max_size=20),
 )
 
 
 @given(
-    event_id=st.text(min_size=1, max_size=40),
+    event_id=texts(min_size=1, max_size=40),
     minutes_ago=st.integers(min_value=-60 * 23, max_value=60 * 24 * 6),
     properties=st.dictionaries(
-        st.text(min_size=1, max_size=10),
-        st.one_of(scalars, st.dictionaries(st.text(min_size=1, max_size=5), scalars, max_size=3)),
+        texts(min_size=1, max_size=10),
+        st.one_of(scalars, st.dictionaries(texts(min_size=1, max_size=5), scalars, max_size=3)),
         max_size=10,
     ),
 )

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from services.alerts.notify.targets import BlockedTarget
 from shared.config.alerting import ChannelSpec
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -35,8 +36,9 @@ def retryable_status(status: int) -> bool:
 def check_response(response: httpx.Response) -> None:
     if response.is_success:
         return
+    # The status, never the body: what a target answers is not ours to show to readers.
     raise NotifyError(
-        f"HTTP {response.status_code}: {response.text[:300]}",
+        f"HTTP {response.status_code} {response.reason_phrase}".rstrip(),
         retryable=retryable_status(response.status_code),
         http_status=response.status_code,
     )
@@ -58,6 +60,8 @@ async def post(
             headers={"Content-Type": "application/json", **(headers or {})},
             params=params,
         )
+    except BlockedTarget as exc:
+        raise NotifyError(str(exc), retryable=False) from exc
     except httpx.TransportError as exc:
         raise NotifyError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
     check_response(response)
@@ -87,6 +91,7 @@ def bot_errcode(
         code = body.get(key)
         if isinstance(code, int) and code != 0:
             message = body.get("msg") or body.get("errmsg") or body.get("StatusMessage") or ""
+            message = str(message)[:120]
             raise NotifyError(
                 f"{key} {code}: {message}", retryable=code in throttled, http_status=200
             )
