@@ -42,7 +42,7 @@ PATCH_DIR=${SCRIPT_DIR}/timescaledb
 CACHE_DIR=${PACEKEEPER_CACHE_DIR:-${HOME:-/root}/.cache/pacekeeper}/timescaledb
 PG_CONFIG=/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config
 # The server packages that must move together: a server, client or libpq of another
-# minor version beside the pinned one pulls the others along.
+# minor version beside the wanted one pulls the others along.
 PG_PACKAGES=(postgresql-"${PG_MAJOR}" postgresql-client-"${PG_MAJOR}" libpq5 libpq-dev postgresql-server-dev-"${PG_MAJOR}")
 
 installed_version() {
