@@ -286,7 +286,7 @@ cmd_up() {
   provision_roles_and_database
   ensure_timescaledb "${ver}"
   ensure_tcp_password_auth
-  log "postgresql ${ver} ready in $((SECONDS - started))s: postgresql://${OWNER_ROLE}:${OWNER_PASSWORD}@127.0.0.1:${PG_PORT}/${DB_NAME}"
+  log "postgresql ${ver} ready in $((SECONDS - started))s: postgresql://${OWNER_ROLE}@127.0.0.1:${PG_PORT}/${DB_NAME} (password: the local default)"
 }
 
 cmd_down() {

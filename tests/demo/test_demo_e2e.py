@@ -27,6 +27,8 @@ pytestmark = pytest.mark.e2e
 # conversion hovered around the rule's 1 %; fixed in the simulator, and a failure now says
 # what the services saw.)
 DURATION = 180
+ADMIN_TOKEN = f"e2e-admin-{os.urandom(6).hex()}"
+WEBHOOK_SECRET = f"e2e-whsec-{os.urandom(6).hex()}"
 
 
 def diagnosis(service_env: dict[str, str], logs: Path) -> str:
@@ -86,6 +88,9 @@ def test_make_demo_shows_the_scorecard_goals_and_a_delivered_alert(
         "PACEKEEPER_DEMO_LOG_DIR": str(tmp_path / "logs"),
         # Printed often, so the log shows the alert on the scorecard too.
         "PACEKEEPER_DEMO_PRINT_EVERY_SECONDS": "15",
+        # Secrets this run can recognise in its logs.
+        "PACEKEEPER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "PACEKEEPER_DEMO_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }
     result = subprocess.run(
         ["make", "demo", f"DEMO_DURATION={DURATION}"],
@@ -113,6 +118,17 @@ def test_make_demo_shows_the_scorecard_goals_and_a_delivered_alert(
     assert re.search(r"sent [\d,]+ events: [\d,]+ accepted, 0 rejected, 0 failed", log)
     # The last line of the demo itself (a parent make may print "Leaving directory" after it).
     assert re.search(r"^demo \S+ stopped\s*$", result.stdout, re.MULTILINE)
+
+    # No secret in any log of the run: the admin token, the webhook secret, the database
+    # password (as in a DSN) or an API key (`pk_…`; the demo made one per source).
+    logs = [log, *(f.read_text(errors="replace") for f in (tmp_path / "logs").glob("*"))]
+    assert len(logs) >= 4, "the three services' logs and the demo's output"
+    for text in logs:
+        assert ADMIN_TOKEN not in text
+        assert WEBHOOK_SECRET not in text
+        assert ":pacekeeper@" not in text
+    for text in logs[1:]:
+        assert not re.search(r"\bpk_[A-Za-z0-9_-]{20,}", text), "an API key in a service log"
 
     # Everything it started has stopped: nothing listens on its ports any more (a socket
     # in TIME_WAIT is fine, as it is for the servers themselves).
