@@ -40,16 +40,16 @@ from typing import Any
 import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from common import drop_schemas
 from pydantic import TypeAdapter
 from sqlalchemy.engine import make_url
 
 from shared.config.kpis import KpiSpec
 from shared.config.store import spec_json
-from shared.db import make_sync_engine
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
-from shared.timescaledb import database_status, drop_schema
+from shared.timescaledb import database_status
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "aggregator.json"
@@ -392,10 +392,7 @@ async def measure(storage: str, database_url: str, args: argparse.Namespace) -> 
         for proc in procs:
             proc.wait(timeout=30)
         conn.close()
-        engine = make_sync_engine(settings, application_name="bench-cleanup")
-        with engine.connect() as cleanup:
-            drop_schema(cleanup, schema)
-        engine.dispose()
+        drop_schemas(settings, schema)
 
 
 async def main() -> None:

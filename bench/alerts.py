@@ -35,16 +35,17 @@ from typing import Any
 import httpx
 import orjson
 import psycopg
+from common import drop_schemas
 
 from services.alerts.evaluator import Evaluator
 from shared.config import PacekeeperConfig
 from shared.config.store import apply_config
-from shared.db import make_engine, make_sessionmaker, make_sync_engine, transaction
+from shared.db import make_engine, make_sessionmaker, transaction
 from shared.kafka import ensure_topics, make_producer
 from shared.kpi_updates import encode_update
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
-from shared.timescaledb import database_status, drop_schema
+from shared.timescaledb import database_status
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "alerts.json"
@@ -297,10 +298,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"latency: {latency}", flush=True)
     finally:
         conn.close()
-        cleanup_engine = make_sync_engine(settings, application_name="bench-cleanup")
-        with cleanup_engine.connect() as cleanup:
-            drop_schema(cleanup, schema)
-        cleanup_engine.dispose()
+        drop_schemas(settings, schema)
     return {
         "benchmark": "alerts",
         "database": layout,

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import shutil
 import sys
 import time
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 import orjson
 import uvloop
 from aiokafka.admin import AIOKafkaAdminClient
+from common import load_average, machine
 from rich.console import Console
 from rich.table import Table
 
@@ -251,7 +251,7 @@ async def delete_topic(settings: BaseServiceSettings, topic: str) -> None:
 
 
 async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     base = BaseServiceSettings()
     run_id = uuid.uuid4().hex[:8]
     topic = f"pacekeeper-bench-{run_id}.events.v1"
@@ -360,13 +360,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     single, batch = by_name["ingest single"], by_name["ingest batch100"]
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            # The bench shares the machine with whatever else runs; say how busy it was.
-            "load_average_before": load_before,
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "command": " ".join(["bench/ingest.py", *sys.argv[1:]]),
         "settings": {
             "concurrency": args.concurrency,

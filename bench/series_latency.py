@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import sys
 import time
 import uuid
@@ -56,6 +54,7 @@ from typing import Any, LiteralString
 
 import orjson
 import psycopg
+from common import drop_schemas, load_average, machine, write_result
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import TypeAdapter
@@ -65,10 +64,9 @@ from rich.table import Table
 
 from shared.config.kpis import KpiSpec
 from shared.config.store import spec_json
-from shared.db import make_sync_engine
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
-from shared.timescaledb import drop_schema, refresh_aggregate
+from shared.timescaledb import refresh_aggregate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "series_latency.json"
@@ -204,17 +202,6 @@ def difference(a: Answer, b: Answer) -> float:
     return 0.0 if a == b else math.inf
 
 
-def drop_schemas(settings: BaseServiceSettings, *names: str) -> None:
-    """Drop the throw-away schemas, their policy jobs first (shared.timescaledb.drop_schema)."""
-    engine = make_sync_engine(settings, application_name="bench-cleanup")
-    try:
-        with engine.connect() as conn:
-            for name in names:
-                drop_schema(conn, name)
-    finally:
-        engine.dispose()
-
-
 def fill(conn: psycopg.Connection[Any], schema: str, days: int, console: Console) -> dict[str, Any]:
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(days=days)
@@ -345,7 +332,7 @@ def connect(
 
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     run_id = uuid.uuid4().hex[:8]
     schema, override = f"bench_series_{run_id}", f"bench_series_{run_id}_minutes"
     settings = BaseServiceSettings().model_copy(update={"database_schema": schema})
@@ -429,13 +416,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "benchmark": "series_latency",
         "command": " ".join(["bench/series_latency.py", *sys.argv[1:]]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_before": load_before,
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "server": {k: v[0] if v else None for k, v in server.items()},
-        },
+        "machine": machine(load_before, server={k: v[0] if v else None for k, v in server.items()}),
         "repetitions": args.repetitions,
         "jit": "server default" if args.jit is None else ("on" if args.jit else "off"),
         "setup": setup,
@@ -505,8 +486,7 @@ def main() -> None:
     console = Console(width=None if sys.stdout.isatty() else 120)  # tables whole in logs
     result = run(args, console)
     show(result, console)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    write_result(args.output, result)
     console.print(f"written to {args.output}")
 
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
-import platform
 import random
 import sys
 import time
@@ -44,6 +42,7 @@ from typing import Any, LiteralString
 import orjson
 import psycopg
 import yaml
+from common import drop_schemas, load_average, machine, write_result
 from psycopg import sql
 from rich.console import Console
 from rich.progress import Progress
@@ -57,10 +56,10 @@ from services.aggregator.rollup import fold, rollup
 from services.demo.simulator import SimConfig, Simulator, events_between
 from shared.config import PacekeeperConfig, parse_config
 from shared.config.store import apply_config
-from shared.db import make_engine, make_sessionmaker, make_sync_engine, transaction
+from shared.db import make_engine, make_sessionmaker, transaction
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
-from shared.timescaledb import drop_schema, refresh_aggregate
+from shared.timescaledb import refresh_aggregate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "storage.json"
@@ -156,17 +155,6 @@ async def load(
     finally:
         await engine.dispose()
     return written
-
-
-def drop_schemas(settings: BaseServiceSettings, *names: str) -> None:
-    """Drop the throw-away schemas, their policy jobs first (shared.timescaledb.drop_schema)."""
-    engine = make_sync_engine(settings, application_name="bench-cleanup")
-    try:
-        with engine.connect() as conn:
-            for name in names:
-                drop_schema(conn, name)
-    finally:
-        engine.dispose()
 
 
 def one(conn: psycopg.Connection[Any], query: Query, *params: Any) -> Any:
@@ -292,7 +280,7 @@ def compression_stats(conn: psycopg.Connection[Any], table: str) -> dict[str, in
 
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     schema = f"bench_storage_{uuid.uuid4().hex[:8]}"
     settings = BaseServiceSettings().model_copy(update={"database_schema": schema})
     url = libpq(settings.database_url.get_secret_value())
@@ -357,12 +345,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "benchmark": "storage",
         "command": " ".join(["bench/storage.py", *sys.argv[1:]]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_before": load_before,
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "history": {
             "days": args.days,
             "from": start.isoformat(),
@@ -450,8 +433,7 @@ def main() -> None:
     console = Console(width=None if sys.stdout.isatty() else 120)  # tables whole in logs
     result = run(args, console)
     show(result, console)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    write_result(args.output, result)
     console.print(f"written to {args.output}")
 
 
