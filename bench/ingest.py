@@ -4,8 +4,10 @@
     .venv/bin/python bench/ingest.py --url http://127.0.0.1:8080 --key pk_...  # a running one
 
 Phases (each `--seconds` long, bounded in requests too): single events at full speed,
-single events paced at `--rate` req/s (the latency target), batches of 100, then the raw
-producer sending the same events one at a time and 100 at a time with the same concurrency.
+single events paced at `--rate` req/s (the latency target), the same paced load beside
+`--slow-clients` connections that drip their heads and bodies (cut off and reconnecting all
+along), batches of 100, then the raw producer sending the same events one at a time and 100
+at a time with the same concurrency.
 Prints a table and writes bench/results/ingest.json. Loopback only.
 """
 
@@ -175,6 +177,55 @@ async def http_phase(
     return Phase(name, done, done * events_per_request, elapsed, latencies, errors)
 
 
+@dataclass
+class SlowClients:
+    """Connections that send a head byte by byte or a body at 10 bytes/s, reconnecting as
+    soon as the server cuts them off: the server always holds `count` of them."""
+
+    client: HttpClient
+    count: int
+    cut: int = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(self._one(i, stop) for i in range(self.count)))
+
+    async def _one(self, n: int, stop: asyncio.Event) -> None:
+        request = self.client.request(b" " * 1000 + b"{}")
+        split = request.index(b"\r\n\r\n") + 4 if n % 2 else 0  # odd ones drip the body
+        step = 1 if split == 0 else 10
+        while not stop.is_set():
+            try:
+                reader, writer = await self.client.connect()
+            except OSError:
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                writer.write(request[:split])
+                for i in range(split, len(request), step):
+                    if stop.is_set():
+                        return
+                    writer.write(request[i : i + step])
+                    with contextlib.suppress(TimeoutError):
+                        if await asyncio.wait_for(reader.read(1), 1.0) or reader.at_eof():
+                            self.cut += 1
+                            break
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.cut += 1
+            finally:
+                writer.close()
+
+
+async def beside_slow_clients(slow: SlowClients, phase: Awaitable[Phase]) -> Phase:
+    stop = asyncio.Event()
+    dripping = asyncio.create_task(slow.run(stop))
+    await asyncio.sleep(1.0)  # all connected and dripping before the first timed request
+    try:
+        return await phase
+    finally:
+        stop.set()
+        await dripping
+
+
 async def raw_phase(
     settings: BaseServiceSettings,
     topic: str,
@@ -272,6 +323,9 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "PACEKEEPER_INGEST_RATE_PER_SECOND": "10000000",
             "PACEKEEPER_INGEST_RATE_BURST": "10000000",
             "PACEKEEPER_LOG_LEVEL": "WARNING",
+            # Short deadlines, so slow clients are cut off and reconnect during the phase.
+            "PACEKEEPER_HTTP_HEADER_TIMEOUT_SECONDS": "2",
+            "PACEKEEPER_HTTP_BODY_TIMEOUT_SECONDS": "3",
         }
         pacekeeper = shutil.which("pacekeeper", path=str(Path(sys.executable).parent))
         command = [pacekeeper] if pacekeeper else [sys.executable, "-m", "services.cli"]
@@ -287,6 +341,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         batches = [[make_event(i * BATCH + j) for j in range(BATCH)] for i in range(n // 10)]
         single_bodies = [orjson.dumps(e) for e in singles]
         batch_bodies = [orjson.dumps(b) for b in batches]
+        slow = SlowClients(client, args.slow_clients)
         # Warm-up: connections, metadata, JIT-less but cache-warm paths.
         await http_phase(client, "warmup", single_bodies[:500], 1, concurrency=8, seconds=2)
         phases = []
@@ -312,6 +367,22 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                     concurrency=args.concurrency,
                     seconds=args.seconds,
                     rate=args.rate,
+                ),
+            ),
+            (
+                f"ingest single paced {args.rate:.0f} req/s beside {args.slow_clients} slow"
+                " clients",
+                lambda: beside_slow_clients(
+                    slow,
+                    http_phase(
+                        client,
+                        f"ingest single @{args.rate:.0f}/s + {args.slow_clients} slow",
+                        single_bodies,
+                        1,
+                        concurrency=args.concurrency,
+                        seconds=args.seconds,
+                        rate=args.rate,
+                    ),
                 ),
             ),
             (
@@ -358,6 +429,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     phases += [raw_single, raw_batch]
     by_name = {p.name: p.summary() for p in phases}
     single, batch = by_name["ingest single"], by_name["ingest batch100"]
+    paced = by_name[f"ingest single @{args.rate:.0f}/s"]
+    crowded = by_name[f"ingest single @{args.rate:.0f}/s + {args.slow_clients} slow"]
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(load_before),
@@ -367,7 +440,12 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "batch_concurrency": args.batch_concurrency,
             "seconds_per_phase": args.seconds,
             "paced_rate": args.rate,
+            "slow_clients": args.slow_clients,
+            "http_header_timeout_seconds": 2,
+            "http_body_timeout_seconds": 3,
         },
+        "slow_clients_cut_off": slow.cut,
+        "p99_ratio_beside_slow_clients": round(crowded["p99_ms"] / paced["p99_ms"], 2),
         "phases": list(by_name.values()),
         "ratio_single": round(single["events_per_s"] / by_name["raw single"]["events_per_s"], 3),
         "ratio_batch": round(batch["events_per_s"] / by_name["raw batch100"]["events_per_s"], 3),
@@ -397,6 +475,11 @@ def show(result: dict[str, Any], console: Console) -> None:
         f"ingest ÷ raw: single {result['ratio_single']:.0%},"
         f" batch of 100 {result['ratio_batch']:.0%}"
     )
+    console.print(
+        f"paced p99 beside {result['settings']['slow_clients']} slow clients ÷ alone:"
+        f" {result['p99_ratio_beside_slow_clients']:.2f}"
+        f" ({result['slow_clients_cut_off']} slow connections cut off by the server)"
+    )
 
 
 def main() -> None:
@@ -409,6 +492,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch-concurrency", type=int, default=8)
     parser.add_argument("--rate", type=float, default=2000.0, help="paced phase, requests/s")
+    parser.add_argument("--slow-clients", type=int, default=200, help="for the crowded phase")
     parser.add_argument("--max-requests", type=int, default=60_000, help="per phase, at most")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()

@@ -41,6 +41,12 @@ class BaseServiceSettings(BaseSettings):
     # after the last event that could change them.
     allowed_lateness: timedelta = Field(timedelta(days=7), gt=timedelta(0), le=timedelta(days=7))
     max_future_skew: timedelta = timedelta(hours=24)
+    # What one HTTP client may cost the server (shared.http_server).
+    http_max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
+    http_header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    http_linger_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    http_linger_bytes: int = Field(64 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024)
     dedupe_window: timedelta = timedelta(days=7)
 
     @field_validator("timezone")

@@ -15,6 +15,7 @@ import uvicorn
 
 from services.alerts.app import create_app
 from services.alerts.settings import AlertsSettings
+from shared.http_server import HttpLimits, server_config
 from shared.logging import configure_logging
 
 
@@ -26,12 +27,11 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: AlertsSettings) -> None:
-    config = uvicorn.Config(
+    config = server_config(
         create_app(settings),
         host=settings.alerts_host,
         port=settings.alerts_port,
-        log_config=None,
-        access_log=False,
+        limits=HttpLimits.from_settings(settings),
         lifespan="on",
         timeout_graceful_shutdown=int(settings.alerts_shutdown_timeout_seconds),
     )

@@ -12,6 +12,7 @@ import uvicorn
 
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
+from shared.http_server import HttpLimits, server_config
 from shared.logging import configure_logging
 from shared.runtime import tune_gc
 
@@ -23,15 +24,12 @@ def main() -> None:
         "ingest starting",
         extra={"host": settings.ingest_host, "port": settings.ingest_port},
     )
-    config = uvicorn.Config(
+    config = server_config(
         create_app(settings),
         host=settings.ingest_host,
         port=settings.ingest_port,
-        loop="uvloop",
-        http="httptools",
+        limits=HttpLimits.from_settings(settings),
         lifespan="on",
-        access_log=False,  # one line per request would cost more than the request
-        log_config=None,  # keep configure_logging's handlers
         timeout_graceful_shutdown=int(settings.ingest_shutdown_timeout),
         backlog=2048,
         proxy_headers=False,  # nothing here uses the client address

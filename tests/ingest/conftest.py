@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -11,8 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from services.ingest import keys
 from services.ingest.app import create_app
@@ -21,34 +17,9 @@ from shared.db import make_engine
 from shared.events import Envelope, decode
 from shared.settings import BaseServiceSettings
 from tests.conftest import read_messages
+from tests.live import LiveServer
 
 SOURCE = "web-shop"
-
-
-class LiveServer:
-    """Uvicorn serving `app` on an ephemeral loopback port, in a thread with its own loop,
-    so async tests and blocking clients (Segment's, schemathesis) can all call it."""
-
-    def __init__(self, app: FastAPI) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="ingest", daemon=True)
-
-    def start(self, timeout: float = 60.0) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("ingest did not start")
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
 
 
 def make_settings(env: dict[str, str], **overrides: Any) -> IngestSettings:
