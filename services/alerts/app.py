@@ -18,7 +18,7 @@ from sqlalchemy import text
 from services.alerts import repository
 from services.alerts.api import alerts, config, goals, series, silences
 from services.alerts.api.errors import install as install_errors
-from services.alerts.api.limits import RequestLimits
+from services.alerts.api.limits import CancelOnDisconnect, RequestLimits
 from services.alerts.config import ConfigCache
 from services.alerts.notify.targets import GuardedTransport
 from services.alerts.settings import AlertsSettings
@@ -72,6 +72,7 @@ def create_app(settings: AlertsSettings, *, run_worker: bool = True) -> FastAPI:
     )
     install_errors(app)
     app.add_middleware(RequestLimits, settings=settings)
+    app.add_middleware(CancelOnDisconnect)
     for router in (
         config.kpis,
         series.router,
@@ -99,7 +100,12 @@ def create_app(settings: AlertsSettings, *, run_worker: bool = True) -> FastAPI:
             return JSONResponse({"ready": False, "error": str(exc)[:200]}, status_code=503)
         return JSONResponse(jsonable_encoder({"ready": True, "evaluator": lease}))
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         body, content_type = render()
         return Response(body, media_type=content_type)

@@ -1,5 +1,5 @@
 """The door of the API: a request with a body is authenticated before a byte of that body is
-read, and no body is read past a size limit.
+read, no body is read past a size limit, and a read nobody waits for any more is cancelled.
 
 A hostile probe sent eight unauthenticated 100 MiB POSTs and took the service from 0.5 to
 1.4 GB resident: FastAPI reads (and parses) a body before any dependency runs, the token
@@ -10,14 +10,23 @@ the rest is never buffered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import orjson
 from fastapi import HTTPException
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.alerts.api.deps import token_role
 from services.alerts.settings import AlertsSettings
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+CANCELLED_READS = Counter(
+    "pacekeeper_alerts_api_reads_cancelled_total",
+    "API reads cancelled because the client went away before the answer",
+)
 
 
 async def _answer(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
@@ -78,3 +87,65 @@ class RequestLimits:
             return message
 
         await self.app(scope, counted, send)
+
+
+def _disconnected(watcher: asyncio.Future[Message]) -> bool:
+    if not watcher.done() or watcher.cancelled() or watcher.exception() is not None:
+        return False
+    return bool(watcher.result()["type"] == "http.disconnect")
+
+
+class CancelOnDisconnect:
+    """A read whose client has gone away is cancelled, and with it its database query.
+
+    A probe's abandoned series request kept PostgreSQL busy for over a minute. Once a GET's
+    (empty) body is read, the next `receive()` returns only when the client disconnects (or,
+    in some servers, once the answer is sent): watching it beside the handler tells us when
+    to cancel. psycopg sends PostgreSQL a cancel request when a query's task is cancelled.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in {"GET", "HEAD"}:
+            await self.app(scope, receive, send)
+            return
+        # The (empty) request first, however the server splits it; a GET that carries a
+        # body is handed over as it is, unwatched, rather than buffered here.
+        received: list[Message] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            received.append(message)
+            if message.get("body") or not message.get("more_body", False):
+                break
+        watch = not received[-1].get("body") and not received[-1].get("more_body", False)
+        answered = False
+
+        async def replay() -> Message:
+            return received.pop(0) if received else await receive()
+
+        if not watch:
+            await self.app(scope, replay, send)
+            return
+
+        async def watched_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        handler = asyncio.ensure_future(self.app(scope, replay, watched_send))
+        watcher = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if _disconnected(watcher) and not handler.done() and not answered:
+                handler.cancel()
+                CANCELLED_READS.inc()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler
+        finally:
+            watcher.cancel()
+            handler.cancel()
