@@ -111,6 +111,10 @@ async def ingest(
             headers={"WWW-Authenticate": _WWW_AUTHENTICATE},
         )
 
+    key = principal.key_prefix
+    # A key whose bucket is empty is refused before its body costs anything.
+    if (wait := state.limiter.wait(key)) > 0:
+        return _rate_limited(wait)
     try:
         fmt = route.select_format(headers)
         body = await parsing.read_body(
@@ -126,6 +130,7 @@ async def ingest(
         # A 413 may leave megabytes unread on the socket: close it rather than drain it.
         close = {"Connection": "close"} if rejection.status == 413 else None
         EVENTS_REJECTED.labels(rejection.code).inc()
+        state.limiter.charge(key, 1)
         return problem(rejection.status, rejection.code, rejection.message, headers=close)
 
     events, errors = parsing.validate(
@@ -135,6 +140,7 @@ async def ingest(
         for error in errors:
             EVENTS_REJECTED.labels(rejection_reason(error)).inc()
         invalid = len({error.index for error in errors})
+        state.limiter.charge(key, invalid)
         return problem(
             422,
             "invalid_events",
@@ -142,15 +148,9 @@ async def ingest(
             errors=errors,
         )
 
-    wait = state.limiter.acquire(principal.key_prefix, len(events))
-    if wait > 0:
+    if (wait := state.limiter.acquire(key, len(events))) > 0:
         EVENTS_REJECTED.labels("rate_limited").inc(len(events))
-        return problem(
-            429,
-            "rate_limited",
-            "over this key's rate limit; retry later",
-            headers={"Retry-After": retry_after_header(wait)},
-        )
+        return _rate_limited(wait)
 
     if events:
         try:
@@ -166,6 +166,15 @@ async def ingest(
             )
         events_accepted(principal.source).inc(len(events))
     return accepted(len(events))
+
+
+def _rate_limited(wait: float) -> Answer:
+    return problem(
+        429,
+        "rate_limited",
+        "over this key's rate limit; retry later",
+        headers={"Retry-After": retry_after_header(wait)},
+    )
 
 
 # --- the routes ----------------------------------------------------------------------------

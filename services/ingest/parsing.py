@@ -30,6 +30,8 @@ from shared.events import (
 # Events are at most: array → event → properties → object → list; more is never valid,
 # and bounding it keeps every walk over a document cheap.
 MAX_JSON_DEPTH = 16
+# Concatenated gzip members are legal (one per flushed chunk); thousands are only an attack.
+MAX_GZIP_MEMBERS = 64
 
 Aliases = Mapping[str, str]
 NO_ALIASES: Aliases = MappingProxyType({})
@@ -135,9 +137,12 @@ async def read_body(
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip (one or more members), never producing more than `limit` bytes."""
+    """Decompress gzip (one or more members), never producing more than `limit` bytes.
+
+    Each member costs a fresh inflater: 26,214 empty members in a 512 KiB body took 0.4 s
+    of event-loop CPU, so a body may hold at most MAX_GZIP_MEMBERS of them."""
     out = bytearray()
-    while True:
+    for _ in range(MAX_GZIP_MEMBERS):
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
             # Asking for one byte more than allowed tells "exactly at the limit" from "over".
@@ -153,6 +158,9 @@ def gunzip(data: bytes, limit: int) -> bytes:
         data = inflater.unused_data
         if not data.strip(b"\x00"):
             return bytes(out)
+    raise Rejection(
+        400, "bad_encoding", f"the body holds more than {MAX_GZIP_MEMBERS} gzip members"
+    )
 
 
 def _loads(data: bytes, where: str = "body") -> Any:

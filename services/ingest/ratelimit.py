@@ -29,6 +29,26 @@ class RateLimiter:
 
     def acquire(self, key: str, cost: int) -> float:
         """Take `cost` tokens and return 0, or take nothing and return the seconds to wait."""
+        bucket = self._refilled(key)
+        if cost <= bucket.tokens:
+            bucket.tokens -= cost
+            return 0.0
+        if cost > self._burst:
+            return math.inf
+        return (cost - bucket.tokens) / self._rate
+
+    def wait(self, key: str) -> float:
+        """Seconds until the key has a token again; 0 if it has one now. Takes nothing."""
+        bucket = self._refilled(key)
+        return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / self._rate
+
+    def charge(self, key: str, cost: int) -> None:
+        """Take up to `cost` tokens for a request that was refused after costing work, so a
+        key that sends only bad requests is slowed down like one that sends many events."""
+        bucket = self._refilled(key)
+        bucket.tokens = max(0.0, bucket.tokens - cost)
+
+    def _refilled(self, key: str) -> _Bucket:
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -36,12 +56,7 @@ class RateLimiter:
         else:
             bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * self._rate)
             bucket.updated = now
-        if cost <= bucket.tokens:
-            bucket.tokens -= cost
-            return 0.0
-        if cost > self._burst:
-            return math.inf
-        return (cost - bucket.tokens) / self._rate
+        return bucket
 
 
 def retry_after_header(seconds: float) -> str:

@@ -57,3 +57,16 @@ def test_more_than_the_burst_can_never_pass() -> None:
 )
 def test_retry_after_is_whole_seconds(seconds: float, header: str) -> None:
     assert retry_after_header(seconds) == header
+
+
+def test_wait_takes_nothing_and_charge_empties_the_bucket() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=10, burst=100, clock=clock)
+    assert limiter.wait("k") == 0
+    limiter.charge("k", 99)
+    assert limiter.wait("k") == 0  # one token left, and wait took none of it
+    limiter.charge("k", 5)  # a refused request never drives the bucket below empty
+    assert limiter.wait("k") == pytest.approx(0.1)
+    clock.now += 0.2
+    assert limiter.wait("k") == 0
+    assert limiter.acquire("k", 1) == 0
