@@ -210,12 +210,18 @@ async def test_state_restored_to_empty_under_a_running_aggregator_is_rebuilt_exa
     end exactly right."""
     proc = run.spawn()
     producing = run.produce(rate=800)
-    await asyncio.sleep(4)
+    url = run.database_url.replace("postgresql+psycopg", "postgresql")
+    # Only commits the aggregator has made can be lost: on a busy machine its first batch
+    # may come later than a fixed sleep (a CI run truncated before it, and nothing was lost).
+    deadline = asyncio.get_running_loop().time() + 60
+    while workload.consumed(run.database_url, run.schema, run.group, run.topics.events) == 0:
+        assert asyncio.get_running_loop().time() < deadline, "no batch committed in 60 s"
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1)
     tables = (
         "events, event_dedupe, kpi_points, kpi_distinct, kpi_funnel_steps,"
         " kpi_retention_cohorts, kpi_retention_returns, kpi_dimension_values, consumer_offsets"
     )
-    url = run.database_url.replace("postgresql+psycopg", "postgresql")
     with psycopg.connect(url, autocommit=True, options=f"-c search_path={run.schema}") as conn:
         # Every batch transaction locks its consumer_offsets rows first; taking that table
         # first too means TRUNCATE waits for a running batch instead of deadlocking with it
