@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from shared.text import nul_path
+
 MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 512 * 1024
 MAX_EVENTS_PER_REQUEST = 1000
@@ -155,23 +157,7 @@ def _property_errors(index: int, properties: Any) -> list[FieldError]:
 def _nul_field(wire: dict[str, Any]) -> str | None:
     """The first field whose text holds NUL, which PostgreSQL cannot store: accepted, such
     an event could only end in the dead-letter topic."""
-
-    def holds(value: Any) -> bool:
-        if isinstance(value, str):
-            return "\x00" in value
-        if isinstance(value, dict):
-            return any(holds(k) or holds(v) for k, v in value.items())
-        if isinstance(value, list):
-            return any(holds(v) for v in value)
-        return False
-
-    for name in ("id", "user_id", "anonymous_id"):
-        if holds(wire[name]):
-            return name
-    for key, item in wire["properties"].items():
-        if holds(key) or holds(item):
-            return f"properties.{key.replace(chr(0), '?')}"
-    return None
+    return nul_path({name: wire[name] for name in ("id", "user_id", "anonymous_id", "properties")})
 
 
 def _float_errors(index: int, properties: dict[str, Any]) -> list[FieldError]:
@@ -234,7 +220,11 @@ def validate_event(
     if event_time.tzinfo is None:
         errors.append(FieldError(index, "time", "time must carry a UTC offset, e.g. ...Z"))
     else:
-        event_time = event_time.astimezone(UTC)
+        try:
+            event_time = event_time.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+00:03 is before year 1 in UTC
+            errors.append(FieldError(index, "time", "outside the calendar once converted to UTC"))
+            return errors
         if event_time > received_at + policy.max_future_skew:
             errors.append(
                 FieldError(

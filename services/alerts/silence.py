@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from services.alerts.evaluation.rules import fingerprint
 from shared.config.alerting import LabelName
+from shared.text import RefusesNul
 
 
 class Muter(Protocol):
@@ -63,7 +64,7 @@ class Matcher(BaseModel):
         return found if self.type is MatchType.regex else not found
 
 
-class SilenceIn(BaseModel):
+class SilenceIn(RefusesNul):
     """A silence as the API takes it."""
 
     model_config = ConfigDict(extra="forbid")

@@ -23,6 +23,7 @@ from pydantic import (
 
 from shared.config.kpis import MAX_TEXT, FieldPath, Name, check_field_path
 from shared.durations import MAX_DURATION, Duration, parse_duration
+from shared.text import RefusesNul
 
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")]
 Labels = dict[LabelName, Annotated[str, StringConstraints(max_length=200)]]
@@ -57,7 +58,7 @@ class Severity(StrEnum):
     info = "info"
 
 
-class GoalSpec(BaseModel):
+class GoalSpec(RefusesNul):
     """A SMART goal: a fixed target by a deadline, or a recurring growth/target per period."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -130,7 +131,7 @@ class Annotations(BaseModel):
 Window = Annotated[str, StringConstraints(min_length=2, max_length=20)]
 
 
-class RuleSpec(BaseModel):
+class RuleSpec(RefusesNul):
     """threshold: KPI over `window` compared with `value`;
     change: KPI over `window` vs the same window `offset` earlier, relative change `op value`
     (e.g. op "<", value -0.3 = dropped more than 30%); absence: no data for `window`."""
@@ -232,7 +233,7 @@ ALERTMANAGER_REPEAT = timedelta(minutes=1)
 DEFAULT_REPEAT = timedelta(hours=4)
 
 
-class ChannelSpec(BaseModel):
+class ChannelSpec(RefusesNul):
     """A receiver plus its route, like an Alertmanager route with one receiver: which alerts
     it takes (`match`, or rules/goals naming it) and how they are grouped and repeated."""
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.durations import Duration
+from shared.text import RefusesNul
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -80,7 +81,7 @@ class Comparison(BaseModel):
 Condition = Scalar | Comparison
 
 
-class _KpiBase(BaseModel):
+class _KpiBase(RefusesNul):
     # NaN or infinity stored in a definition could never be read back into it.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 

@@ -8,14 +8,17 @@ from collections.abc import AsyncIterator, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.service import Aggregator
 from services.aggregator.settings import AggregatorSettings
 from shared.config.kpis import KpiSpec
 from shared.config.store import set_setting, upsert_spec
+from shared.db import make_engine, make_sessionmaker, transaction
 
 T = TypeVar("T")
+_KPI: TypeAdapter[KpiSpec] = TypeAdapter(KpiSpec)
 STATE_TABLES = (
     "events",
     "event_dedupe",
@@ -41,6 +44,19 @@ async def store_definitions(
     for spec in specs:
         await upsert_spec(session, "kpis", spec)
     await set_setting(session, "timezone", timezone)
+
+
+async def store_kpis(service_env: dict[str, str], *specs: dict[str, object]) -> None:
+    """Store KPI definitions (as `pacekeeper apply` would) in the test's schema."""
+    settings = AggregatorSettings(
+        **{k.removeprefix("PACEKEEPER_").lower(): v for k, v in service_env.items()}
+    )
+    engine = make_engine(settings, application_name="test")
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            await store_definitions(session, [_KPI.validate_python(s) for s in specs])
+    finally:
+        await engine.dispose()
 
 
 @contextlib.asynccontextmanager

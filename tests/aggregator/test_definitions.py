@@ -9,26 +9,12 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pydantic import TypeAdapter
 
 from services.aggregator.backfill import backfill, chunks
-from shared.config.kpis import KpiSpec
-from shared.db import make_engine, make_sessionmaker, transaction
 from tests.aggregator import oracle, workload
 from tests.aggregator.conftest import settings_from
-from tests.aggregator.helpers import running, store_definitions
+from tests.aggregator.helpers import running, store_kpis
 from tests.conftest import Topics
-
-SPEC: TypeAdapter[KpiSpec] = TypeAdapter(KpiSpec)
-
-
-async def _store(service_env: dict[str, str], *specs: dict[str, object]) -> None:
-    engine = make_engine(settings_from(service_env), application_name="test")
-    try:
-        async with transaction(make_sessionmaker(engine)) as session:
-            await store_definitions(session, [SPEC.validate_python(s) for s in specs])
-    finally:
-        await engine.dispose()
 
 
 @pytest.mark.integration
@@ -40,7 +26,7 @@ async def test_new_kpi_is_applied_live_and_backfilled_without_double_counting(
     database_url: str,
     schema: str,
 ) -> None:
-    await _store(service_env, oracle.DEFINITIONS[0])  # only `orders` at first
+    await store_kpis(service_env, oracle.DEFINITIONS[0])  # only `orders` at first
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     events = workload.make_events(
         3000, seed=21, base=now - timedelta(hours=2), span=timedelta(hours=2)
@@ -56,7 +42,7 @@ async def test_new_kpi_is_applied_live_and_backfilled_without_double_counting(
     async with running(settings) as aggregator:
         await workload.produce(kafka_bootstrap, topics.events, first)
         await workload.wait_consumed(database_url, schema, unique, topics.events, 1500, within=30)
-        await _store(
+        await store_kpis(
             service_env,
             *(
                 d
@@ -110,7 +96,7 @@ async def test_cardinality_guard_folds_values_past_the_limit(
     database_url: str,
     schema: str,
 ) -> None:
-    await _store(
+    await store_kpis(
         service_env,
         {
             "name": "orders",

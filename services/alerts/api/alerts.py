@@ -5,23 +5,27 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from services.alerts import repository
+from services.alerts.api import errors
 from services.alerts.api.deps import Reader, Session, Writer
 from services.alerts.api.errors import Unprocessable
+from shared.text import RefusesNul
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
 
-class AckIn(BaseModel):
+class AckIn(RefusesNul):
     model_config = ConfigDict(extra="forbid")
 
     by: str = Field("", max_length=200)
     comment: str = Field("", max_length=2000)
 
 
-@router.get("/alerts", summary="Pending, firing and recently resolved alerts")
+@router.get(
+    "/alerts", summary="Pending, firing and recently resolved alerts", responses=errors.READ
+)
 async def list_alerts(
     session: Session,
     _: Reader,
@@ -37,6 +41,7 @@ async def list_alerts(
 @router.post(
     "/alerts/{alert_id}/ack",
     summary="Acknowledge an alert: no more repeats of it until it resolves",
+    responses=errors.WRITE_ONE | errors.answers(409),
 )
 async def acknowledge(
     alert_id: int,
@@ -55,7 +60,7 @@ async def acknowledge(
     return {"id": alert_id, "fingerprint": fingerprint, "episode": episode, "acknowledged": True}
 
 
-@router.get("/notifications", summary="Delivery attempts, newest first")
+@router.get("/notifications", summary="Delivery attempts, newest first", responses=errors.READ)
 async def notifications(
     session: Session, _: Reader, limit: int = Query(200, ge=1, le=10_000)
 ) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Body, HTTPException, Response, status
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.alerts.api import errors
 from services.alerts.api.deps import Reader, Session, Writer
 from services.alerts.api.errors import Unprocessable
 from shared.config.alerting import ChannelSpec, GoalSpec, RuleSpec
@@ -77,18 +78,23 @@ def config_router(section: str, model: Any, label: str, *, reads: bool = True) -
 
     if reads:
 
-        @router.get("", summary=f"List {section}")
+        @router.get("", summary=f"List {section}", responses=errors.READ)
         async def list_specs(session: Session, _: Reader) -> list[dict[str, Any]]:
             return [public(spec) for spec in (await load_section(session, section)).values()]
 
-        @router.get("/{name}", summary=f"Get one {label}")
+        @router.get("/{name}", summary=f"Get one {label}", responses=errors.READ_ONE)
         async def get_spec(name: str, session: Session, _: Reader) -> dict[str, Any]:
             spec = (await load_section(session, section)).get(name)
             if spec is None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {label} named {name!r}")
             return public(spec)
 
-    @router.post("", status_code=status.HTTP_201_CREATED, summary=f"Create a {label}")
+    @router.post(
+        "",
+        status_code=status.HTTP_201_CREATED,
+        summary=f"Create a {label}",
+        responses=errors.WRITE | errors.answers(409),
+    )
     async def create_spec(
         spec: Annotated[model, Body()],
         session: Session,
@@ -100,7 +106,11 @@ def config_router(section: str, model: Any, label: str, *, reads: bool = True) -
         await upsert_spec(session, section, spec)
         return public(spec)
 
-    @router.put("/{name}", summary=f"Create or replace a {label}")
+    @router.put(
+        "/{name}",
+        summary=f"Create or replace a {label}",
+        responses=errors.WRITE | {201: {"description": f"the {label} was created"}},
+    )
     async def put_spec(
         name: str,
         spec: Annotated[model, Body()],
@@ -117,7 +127,12 @@ def config_router(section: str, model: Any, label: str, *, reads: bool = True) -
         )
         return public(spec)
 
-    @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, summary=f"Delete a {label}")
+    @router.delete(
+        "/{name}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        summary=f"Delete a {label}",
+        responses=errors.WRITE_ONE | errors.answers(409),
+    )
     async def delete(name: str, session: Session, _: Writer) -> Response:
         users = await _users_of(session, section, name)
         if users:

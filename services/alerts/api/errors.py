@@ -11,10 +11,51 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from shared.config import error_path
+from shared.config.kpis import KpiKind
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    field: str
+    msg: str
+    type: str
+
+
+class Invalid(BaseModel):
+    detail: list[FieldProblem]
+
+
+_WHEN = {
+    400: "the body is not JSON in UTF-8",
+    401: "no bearer token, or an unknown one",
+    403: "the read-only token asked to change something",
+    404: "nothing by that name or id",
+    409: "the name exists already, or the thing is still in use",
+    413: "the request body is over PACEKEEPER_ALERTS_MAX_BODY_BYTES",
+    422: "a field is invalid: each problem names its field",
+    503: "the query ran over PACEKEEPER_ALERTS_API_STATEMENT_TIMEOUT_SECONDS (Retry-After)",
+}
+
+
+def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route for its OpenAPI document, each with its body model."""
+    return {
+        code: {"model": Invalid if code == 422 else Problem, "description": _WHEN[code]}
+        for code in codes
+    }
+
+
+READ = answers(401, 422, 503)
+READ_ONE = answers(401, 404, 422, 503)
+WRITE = answers(400, 401, 403, 413, 422, 503)
+WRITE_ONE = answers(400, 401, 403, 404, 413, 422, 503)
 
 
 class Unprocessable(Exception):
@@ -28,6 +69,8 @@ class Unprocessable(Exception):
 def _field(loc: Sequence[Any]) -> str:
     parts = tuple(loc)
     if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    if len(parts) > 1 and parts[0] in set(KpiKind):  # a KPI body: the union member's tag
         parts = parts[1:]
     return error_path(parts) or "(body)"
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from services.alerts import repository
+from services.alerts.api import errors
 from services.alerts.api.config import public
 from services.alerts.api.deps import Reader, Session
 from services.alerts.config import ConfigCache
@@ -42,7 +43,11 @@ async def _readings(request: Request, session: Session) -> dict[str, GoalReading
     return await read_goals(session, config, at)
 
 
-@router.get("", summary="Goals with value, target, expected by now, status, projection, gap")
+@router.get(
+    "",
+    summary="Goals with value, target, expected by now, status, projection, gap",
+    responses=errors.READ,
+)
 async def list_goals(request: Request, session: Session, _: Reader) -> list[dict[str, Any]]:
     readings = await _readings(request, session)
     cache: ConfigCache = request.app.state.config_cache
@@ -53,7 +58,9 @@ async def list_goals(request: Request, session: Session, _: Reader) -> list[dict
     return out
 
 
-@router.get("/{name}", summary="One goal with its pacing and status history")
+@router.get(
+    "/{name}", summary="One goal with its pacing and status history", responses=errors.READ_ONE
+)
 async def get_goal(
     name: str,
     request: Request,

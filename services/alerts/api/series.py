@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, status
 
 from services.alerts import repository
+from services.alerts.api import errors
 from services.alerts.api.deps import Reader, Session
 from services.alerts.api.errors import Unprocessable
 from shared.config.kpis import undeclared_dimensions
@@ -19,7 +20,9 @@ router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
 MAX_POINTS = 20_000
 
 
-@router.get("/{name}/series", summary="KPI values per step in [from, to)")
+@router.get(
+    "/{name}/series", summary="KPI values per step in [from, to)", responses=errors.READ_ONE
+)
 async def series(
     name: str,
     session: Session,

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from services.alerts import repository
+from services.alerts.api import errors
 from services.alerts.api.deps import Reader, Session, Writer
 from services.alerts.api.errors import Unprocessable
 from services.alerts.silence import SilenceIn
@@ -15,14 +16,20 @@ from services.alerts.silence import SilenceIn
 router = APIRouter(prefix="/v1/silences", tags=["silences"])
 
 
-@router.get("", summary="Active and pending silences (expired ones with ?expired=true)")
+@router.get(
+    "",
+    summary="Active and pending silences (expired ones with ?expired=true)",
+    responses=errors.READ,
+)
 async def list_silences(
     session: Session, _: Reader, expired: bool = Query(False)
 ) -> list[dict[str, Any]]:
     return await repository.list_silences(session, include_expired=expired)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a silence")
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, summary="Create a silence", responses=errors.WRITE
+)
 async def create_silence(body: SilenceIn, session: Session, _: Writer) -> dict[str, Any]:
     starts_at = body.starts_at or datetime.now(UTC)
     if starts_at.tzinfo is None or body.ends_at.tzinfo is None:
@@ -35,7 +42,10 @@ async def create_silence(body: SilenceIn, session: Session, _: Writer) -> dict[s
 
 
 @router.delete(
-    "/{silence_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Expire a silence now"
+    "/{silence_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Expire a silence now",
+    responses=errors.WRITE_ONE,
 )
 async def expire_silence(silence_id: int, session: Session, _: Writer) -> Response:
     if not await repository.expire_silence(session, silence_id):
