@@ -105,16 +105,17 @@ def apply_config(
 
     from shared.config import ConfigError, load_config_file
     from shared.config.apply import apply_file
+    from shared.terminal import labelled
 
     console = Console(stderr=True)
     try:
         config = load_config_file(file)
     except ConfigError as exc:
         for problem in exc.problems:
-            console.print(f"[red]error[/red] {file}: {problem}", highlight=False)
+            console.print(labelled("error", "red", f"{file}: {problem}"), highlight=False)
         raise typer.Exit(code=1) from None
     if dry_run:
-        console.print(f"[green]valid[/green] {file}")
+        console.print(labelled("valid", "green", str(file)), highlight=False)
         return
     asyncio.run(apply_file(config, prune=prune, console=console))
 

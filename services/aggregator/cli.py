@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from shared.durations import parse_duration
 from shared.settings import BaseServiceSettings
+from shared.terminal import labelled
 
 
 def _moment(value: str) -> datetime:
@@ -36,7 +37,7 @@ def backfill_command(
         end = _moment(t_to) if t_to else datetime.now(UTC)
         size: timedelta = parse_duration(chunk)
     except ValueError as exc:
-        console.print(f"[red]error[/red] {exc}")
+        console.print(labelled("error", "red", str(exc)), highlight=False)
         raise typer.Exit(code=2) from None
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -59,7 +60,7 @@ def backfill_command(
                 backfill(BaseServiceSettings(), kpi, start, end, chunk=size, progress=advance)
             )
         except BackfillError as exc:
-            console.print(f"[red]error[/red] {exc}")
+            console.print(labelled("error", "red", str(exc)), highlight=False)
             raise typer.Exit(code=1) from None
     console.print(
         f"[green]backfilled[/green] {result.kpi}: {result.events} events, "

@@ -240,6 +240,8 @@ async def _send(
     import signal
     import time
 
+    from rich.text import Text
+
     from services.demo.sender import IngestAuthError, IngestSender, drive
 
     stop = asyncio.Event()
@@ -251,7 +253,7 @@ async def _send(
         try:
             await drive(stream, sender, stop=stop, speed=speed, end=end, duration=duration)
         except IngestAuthError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(Text(str(exc), style="red"), highlight=False)
             return 1
         stats = sender.stats
     elapsed = max(1e-9, time.monotonic() - started)
@@ -331,7 +333,8 @@ def report(
 
     from services.demo.api import AlertsApi
     from services.demo.periods import PeriodError, parse_period
-    from services.demo.report import ReportFormat, build_report, write_report
+    from services.demo.report import ReportFormat, build_report
+    from services.demo.report_render import write_report
     from services.demo.repository import ReportRepository
     from shared.db import make_engine, make_sessionmaker
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -51,6 +52,11 @@ class PacekeeperConfig(BaseModel):
             except (ZoneInfoNotFoundError, ValueError) as exc:
                 raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+
+def error_message(error: Mapping[str, Any]) -> str:
+    """pydantic's message without the "Value error, " our own validators' messages get."""
+    return str(error.get("msg", "")).removeprefix("Value error, ")
 
 
 def error_path(loc: tuple[int | str, ...]) -> str:
@@ -151,7 +157,7 @@ def parse_config(data: Any, *, env: dict[str, str] | None = None) -> PacekeeperC
         config = PacekeeperConfig.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
-            problems.append(f"{error_path(tuple(err['loc'])) or '(top)'}: {err['msg']}")
+            problems.append(f"{error_path(tuple(err['loc'])) or '(top)'}: {error_message(err)}")
         raise ConfigError(problems) from None
     problems.extend(_cross_check(config))
     if problems:

@@ -21,7 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from shared.config.kpis import MAX_TEXT, FieldPath, Name, check_field_path
+from shared.config.kpis import MAX_TEXT, FieldPath, check_field_path
+from shared.config.names import KpiName, Name
 from shared.durations import MAX_DURATION, Duration, parse_duration
 from shared.text import RefusesNul
 
@@ -63,8 +64,8 @@ class GoalSpec(RefusesNul):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
-    kpi: Name
+    name: Name
+    kpi: KpiName
     description: Annotated[str, StringConstraints(max_length=MAX_TEXT)] = ""
     target: float | None = None
     growth: float | None = Field(None, gt=-1, description="relative to the baseline, 0.2 = +20%")
@@ -117,7 +118,7 @@ class MinSample(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    kpi: Name
+    kpi: KpiName
     value: float = Field(ge=0)
 
 
@@ -140,9 +141,9 @@ class RuleSpec(RefusesNul):
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
     )
 
-    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
+    name: Name
     kind: RuleKind = RuleKind.threshold
-    kpi: Name
+    kpi: KpiName
     window: Window = "15m"
     op: Op = Op.gt
     value: float = 0.0

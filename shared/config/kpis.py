@@ -15,11 +15,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from shared.config.names import KpiName
 from shared.durations import Duration
 from shared.text import RefusesNul
-
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 # Envelope fields a definition may name; properties are addressed as `properties.<key>` or
 # `properties.<key>.<inner>` (events are at most one level deep).
@@ -85,7 +83,7 @@ class _KpiBase(RefusesNul):
     # NaN or infinity stored in a definition could never be read back into it.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: Name
+    name: KpiName
     description: Annotated[str, StringConstraints(max_length=MAX_TEXT)] = ""
     unit: Annotated[str, StringConstraints(max_length=32)] = ""
 
@@ -171,8 +169,8 @@ class RatioKpi(_KpiBase):
     """numerator ÷ denominator over the same window, as a ratio of sums."""
 
     kind: Literal[KpiKind.ratio]
-    numerator: Name
-    denominator: Name
+    numerator: KpiName
+    denominator: KpiName
 
 
 _FORMULA_NODES = (

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.config import PacekeeperConfig
+from shared.config import PacekeeperConfig, error_message
 from shared.config.alerting import ChannelSpec, GoalSpec, RuleSpec
 from shared.config.kpis import KpiSpec
 
@@ -137,7 +137,7 @@ async def load_section(session: AsyncSession, section: str) -> dict[str, Any]:
         except ValidationError as exc:
             # No input values in the log: a channel's row holds its secrets.
             problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '(row)'}: {e['msg']}"
+                f"{'.'.join(map(str, e['loc'])) or '(row)'}: {error_message(e)}"
                 for e in exc.errors(include_input=False, include_url=False)
             )
             INVALID_ROWS.labels(section).inc()

@@ -173,3 +173,39 @@ def test_free_text_is_a_paragraph_not_a_document() -> None:
             + "'}\n"
         )
     assert "kpis[0].description" in str(refused.value)
+
+
+def test_one_rule_for_names_and_errors_that_say_which_characters() -> None:
+    """Channels refused `ops-oncall` while rules took `checkout-collapse`; only KPI names,
+    which formulas use, stay identifiers."""
+    config = load_config_text(
+        """
+kpis: [{name: orders, kind: count, event: order_completed}]
+channels: [{name: ops-oncall, type: webhook, url: "http://example.com/hook"}]
+rules:
+  - {name: checkout-collapse, kpi: orders, window: 5m, op: "<", value: 1,
+     channels: [ops-oncall]}
+"""
+    )
+    assert [c.name for c in config.channels] == ["ops-oncall"]
+    with pytest.raises(ConfigError) as refused:
+        load_config_text("kpis: [{name: ops-orders, kind: count, event: order_completed}]")
+    [problem] = refused.value.problems
+    assert problem.startswith("kpis[0].name: 'ops-orders' is not a valid name")
+    assert "no '-'" in problem
+    assert "Value error" not in problem
+
+
+def test_apply_prints_user_text_exactly(tmp_path: Path) -> None:
+    """Rich markup ate `[x]` from names and patterns in `pacekeeper apply`'s errors."""
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    file = tmp_path / "bad [1].yaml"
+    file.write_text("kpis: [{name: 'Orders-[x]', kind: count, event: order}]\n")
+    result = CliRunner().invoke(app, ["apply", "-f", str(file), "--dry-run"])
+    assert result.exit_code == 1
+    flat = " ".join(result.output.split())  # rich wraps long lines
+    assert "bad [1].yaml: kpis[0].name: 'Orders-[x]' is not a valid name" in flat
+    assert result.output.endswith("\n")

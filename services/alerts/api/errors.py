@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from shared.config import error_path
+from shared.config import error_message, error_path
 from shared.config.kpis import KpiKind
 
 
@@ -77,7 +77,7 @@ def _field(loc: Sequence[Any]) -> str:
 
 def details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return [
-        {"field": _field(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"field": _field(e.get("loc", ())), "msg": error_message(e), "type": e.get("type", "")}
         for e in errors
     ]
 
