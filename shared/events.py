@@ -81,14 +81,26 @@ class IncomingEvent(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
-    """One reason an event was refused: which event, which field, why."""
+    """One reason an event was refused: which event, which field, why (in words for people,
+    and as a `code` for metrics and programs)."""
 
     index: int
     field: str
     reason: str
+    code: str = ""  # "" until set: `kind` derives it from the field
+
+    @property
+    def kind(self) -> str:
+        """invalid_time, invalid_in_future, invalid_too_old, invalid_too_large,
+        invalid_properties or invalid."""
+        if self.code:
+            return self.code
+        if self.field.split(".", 1)[0] in ("properties", "traits", "data"):
+            return "invalid_properties"
+        return "invalid"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "field": self.field, "reason": self.reason}
+        return {"index": self.index, "field": self.field, "reason": self.reason, "code": self.kind}
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,17 +230,26 @@ def validate_event(
     errors = _float_errors(index, incoming.properties)
     event_time = incoming.time
     if event_time.tzinfo is None:
-        errors.append(FieldError(index, "time", "time must carry a UTC offset, e.g. ...Z"))
+        errors.append(
+            FieldError(index, "time", "time must carry a UTC offset, e.g. ...Z", "invalid_time")
+        )
     else:
         try:
             event_time = event_time.astimezone(UTC)
         except OverflowError:  # 0001-01-01T00:00+00:03 is before year 1 in UTC
-            errors.append(FieldError(index, "time", "outside the calendar once converted to UTC"))
+            errors.append(
+                FieldError(
+                    index, "time", "outside the calendar once converted to UTC", "invalid_time"
+                )
+            )
             return errors
         if event_time > received_at + policy.max_future_skew:
             errors.append(
                 FieldError(
-                    index, "time", f"more than {policy.max_future_skew} ahead of the server clock"
+                    index,
+                    "time",
+                    f"more than {policy.max_future_skew} ahead of the server clock",
+                    "invalid_in_future",
                 )
             )
         elif event_time < received_at - policy.allowed_lateness:
@@ -237,6 +258,7 @@ def validate_event(
                     index,
                     "time",
                     f"older than the allowed lateness of {policy.allowed_lateness.days} days",
+                    "invalid_too_old",
                 )
             )
     if errors:
@@ -256,7 +278,12 @@ def validate_event(
     value = _dumps_wire(wire)
     if len(value) > MAX_EVENT_BYTES:
         return [
-            FieldError(index, "", f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit")
+            FieldError(
+                index,
+                "",
+                f"event is {len(value)} bytes, over the {MAX_EVENT_BYTES} limit",
+                "invalid_too_large",
+            )
         ]
     if b"\\u0000" in value:  # one search of the encoded event; the walk only when it hits
         nul = _nul_field(wire)

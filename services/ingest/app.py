@@ -49,9 +49,16 @@ class IngestAPI(FastAPI):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._ingest = MetricsMiddleware(IngestEndpoint(self))
+        self._ingest = IngestEndpoint(self)
+        # Every request is measured here, once, whichever side serves it.
+        self._measured = MetricsMiddleware(
+            self._serve, routes=frozenset(INGEST_ROUTES) | {"/healthz", "/readyz", "/metrics"}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._measured(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in INGEST_ROUTES:
             await self._ingest(scope, receive, send)
         else:
@@ -108,7 +115,6 @@ def create_app(settings: IngestSettings | None = None) -> IngestAPI:
         redoc_url=None,
     )
     app.include_router(router)
-    app.add_middleware(MetricsMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

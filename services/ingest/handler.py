@@ -25,7 +25,6 @@ from services.ingest.metrics import (
     EVENTS_REJECTED,
     REQUEST_BYTES,
     events_accepted,
-    rejection_reason,
 )
 from services.ingest.parsing import Candidate, Format, Rejection
 from services.ingest.publisher import BrokerUnavailable, Publisher
@@ -138,7 +137,7 @@ async def ingest(
     )
     if errors:
         for error in errors:
-            EVENTS_REJECTED.labels(rejection_reason(error)).inc()
+            EVENTS_REJECTED.labels(error.kind).inc()
         invalid = len({error.index for error in errors})
         state.limiter.charge(key, invalid)
         return problem(

@@ -12,7 +12,6 @@ from functools import cache
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.events import FieldError
 from shared.metrics import LATENCY_BUCKETS, SIZE_BUCKETS
 
 REQUESTS = Counter(
@@ -46,22 +45,6 @@ PRODUCE_SECONDS = Histogram(
 )
 BROKER_UP = Gauge("pacekeeper_ingest_broker_up", "1 while the broker is believed reachable")
 
-_ROUTES = frozenset(
-    {
-        "/v1/events",
-        "/v1/batch",
-        "/v1/track",
-        "/v1/page",
-        "/v1/screen",
-        "/v1/identify",
-        "/v1/group",
-        "/v1/alias",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    }
-)
-
 
 # `labels()` costs a lock and a dict lookup per call; children for a label set are cached.
 # Label values are bounded (routes, status codes, sources from API keys).
@@ -75,33 +58,19 @@ def events_accepted(source: str) -> Counter:
     return EVENTS_ACCEPTED.labels(source)
 
 
-def rejection_reason(error: FieldError) -> str:
-    """A small, fixed set of labels for why an event was invalid."""
-    if error.field == "time":
-        if "lateness" in error.reason:
-            return "invalid_too_old"
-        if "ahead" in error.reason:
-            return "invalid_in_future"
-        return "invalid_time"
-    if error.field == "" and "bytes" in error.reason:
-        return "invalid_too_large"
-    if error.field.startswith(("properties", "traits", "data")):
-        return "invalid_properties"
-    return "invalid"
-
-
 class MetricsMiddleware:
     """Pure ASGI (no per-request task like BaseHTTPMiddleware): counts status, time, in-flight."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, routes: frozenset[str]) -> None:
         self.app = app
+        self.routes = routes  # label values; any other path is "other"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        route = path if path in _ROUTES else "other"  # unknown paths must not grow labels
+        route = path if path in self.routes else "other"  # unknown paths must not grow labels
         status = 500  # what a client would see if the app raised before answering
 
         async def send_with_status(message: Message) -> None:

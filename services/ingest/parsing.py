@@ -408,7 +408,7 @@ def _renamed(error: FieldError, aliases: Aliases) -> FieldError:
     alias = aliases.get(head)
     if alias is None:
         return error
-    return FieldError(error.index, f"{alias}{dot}{rest}", error.reason)
+    return FieldError(error.index, f"{alias}{dot}{rest}", error.reason, error.code)
 
 
 def validate(

@@ -20,7 +20,7 @@ from shared.events import (
 )
 
 
-class Accepted(BaseModel):
+class AcceptedAnswer(BaseModel):
     accepted: int = Field(description="events acknowledged by Kafka")
 
 
@@ -28,6 +28,10 @@ class FieldProblem(BaseModel):
     index: int = Field(description="position of the event in the request, from 0")
     field: str = Field(description="the field, in the request's own names; empty for the event")
     reason: str
+    code: str = Field(
+        description="invalid_time, invalid_in_future, invalid_too_old, invalid_too_large,"
+        " invalid_properties or invalid"
+    )
 
 
 class Problem(BaseModel):
@@ -153,7 +157,7 @@ def _problem(description: str, **extra: Any) -> dict[str, Any]:
 
 
 INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"model": Accepted, "description": "every event acknowledged by Kafka"},
+    202: {"model": AcceptedAnswer, "description": "every event acknowledged by Kafka"},
     400: _problem("malformed JSON, NDJSON or gzip"),
     401: _problem("missing, unknown or revoked API key"),
     413: _problem("body over 512 KiB (decompressed) or more than 1000 events"),

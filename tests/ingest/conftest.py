@@ -16,7 +16,7 @@ from services.ingest.settings import IngestSettings
 from shared.db import make_engine
 from shared.events import Envelope, decode
 from shared.settings import BaseServiceSettings
-from tests.conftest import read_messages
+from tests.conftest import read_messages, settings_from_env
 from tests.live import LiveServer
 
 SOURCE = "web-shop"
@@ -24,12 +24,7 @@ SOURCE = "web-shop"
 
 def make_settings(env: dict[str, str], **overrides: Any) -> IngestSettings:
     """Settings from a test's PACEKEEPER_* environment, without touching os.environ."""
-    values: dict[str, Any] = {
-        key.removeprefix("PACEKEEPER_").lower(): value for key, value in env.items()
-    }
-    values.update(ingest_topic_partitions=3)
-    values.update(overrides)
-    return IngestSettings(**values)
+    return settings_from_env(IngestSettings, env, **({"ingest_topic_partitions": 3} | overrides))
 
 
 @pytest.fixture

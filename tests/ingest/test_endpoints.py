@@ -51,7 +51,9 @@ async def test_one_event_is_acknowledged_and_on_the_topic(
 async def test_the_source_comes_from_the_key_not_the_body(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/events", json=event(source="someone-else"))
     assert response.status_code == 422
-    assert response.json()["errors"] == [{"index": 0, "field": "source", "reason": "unknown field"}]
+    assert response.json()["errors"] == [
+        {"index": 0, "field": "source", "reason": "unknown field", "code": "invalid"}
+    ]
 
 
 async def test_array_ndjson_and_gzip_bodies(
@@ -256,13 +258,26 @@ async def test_invalid_events_are_named_and_nothing_is_published(
     assert sorted(by_index) == [1, 2, 3, 4, 5, 6, 7]
     assert by_index[1]["field"] == "time"
     assert "lateness" in by_index[1]["reason"]
+    assert by_index[1]["code"] == "invalid_too_old"
     assert by_index[2]["field"] == "time"
     assert "ahead" in by_index[2]["reason"]
+    assert by_index[2]["code"] == "invalid_in_future"
     assert by_index[3]["field"] == "properties.a.b"
-    assert by_index[4] == {"index": 4, "field": "type", "reason": "field required"}
+    assert by_index[4] == {
+        "index": 4,
+        "field": "type",
+        "reason": "field required",
+        "code": "invalid",
+    }
     assert by_index[5]["reason"] == "an event must be a JSON object"
     assert "32768" in by_index[6]["reason"]
-    assert by_index[7] == {"index": 7, "field": "id", "reason": "text cannot contain NUL (U+0000)"}
+    assert by_index[6]["code"] == "invalid_too_large"
+    assert by_index[7] == {
+        "index": 7,
+        "field": "id",
+        "reason": "text cannot contain NUL (U+0000)",
+        "code": "invalid",
+    }
 
     marker = await client.post("/v1/events", json=event(id="marker"))
     assert marker.status_code == 202

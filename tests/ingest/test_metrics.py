@@ -1,27 +1,51 @@
-"""Rejection reasons stay a small fixed set of labels."""
+"""Rejection reasons stay a small fixed set of labels, from each error's code, never from
+its wording."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
+import orjson
 import pytest
 
-from services.ingest.metrics import rejection_reason
-from shared.events import FieldError
+from services.ingest import parsing
+from shared.events import MAX_EVENT_BYTES, TimePolicy
+from tests.ingest.test_parsing import NOW, _segment
 
 pytestmark = pytest.mark.unit
 
 
+def _event(**overrides: Any) -> dict[str, Any]:
+    return {"id": "e-1", "type": "order", "time": NOW.isoformat(), **overrides}
+
+
 @pytest.mark.parametrize(
-    ("error", "reason"),
+    ("event", "label"),
     [
-        (FieldError(0, "time", "older than the allowed lateness of 7 days"), "invalid_too_old"),
-        (FieldError(0, "time", "more than 1 day, 0:00:00 ahead of the server clock"),
-         "invalid_in_future"),
-        (FieldError(0, "time", "time must carry a UTC offset, e.g. ...Z"), "invalid_time"),
-        (FieldError(0, "", "event is 40000 bytes, over the 32768 limit"), "invalid_too_large"),
-        (FieldError(0, "traits.a.b", "properties may be nested one level deep at most"),
-         "invalid_properties"),
-        (FieldError(0, "type", "field required"), "invalid"),
+        (_event(time=(NOW - timedelta(days=8)).isoformat()), "invalid_too_old"),
+        (_event(time=(NOW + timedelta(days=2)).isoformat()), "invalid_in_future"),
+        (_event(time="2026-11-27T09:00:00"), "invalid_time"),
+        (_event(time="0001-01-01T00:00:05+00:03"), "invalid_time"),
+        (_event(properties={"big": "x" * MAX_EVENT_BYTES}), "invalid_too_large"),
+        (_event(properties={"a": {"b": {"c": 1}}}), "invalid_properties"),
+        (_event(type=None), "invalid"),
     ],
-)  # fmt: skip
-def test_rejection_reason(error: FieldError, reason: str) -> None:
-    assert rejection_reason(error) == reason
+)
+def test_each_refusal_has_its_label(event: dict[str, Any], label: str) -> None:
+    [candidate] = parsing.parse_events(orjson.dumps(event))
+    _, errors = parsing.validate(
+        [candidate], source="web-shop", received_at=NOW, policy=TimePolicy()
+    )
+    assert [e.kind for e in errors] == [label]
+    assert errors[0].as_dict()["code"] == label
+
+
+def test_a_renamed_field_keeps_its_label() -> None:
+    """Segment's `traits` are our `properties`: the label follows the error, not the name."""
+    message = _segment(traits={"deep": {"er": {"x": 1}}})
+    [candidate] = parsing.parse_segment(orjson.dumps(message), call="identify", received_at=NOW)
+    _, errors = parsing.validate(
+        [candidate], source="web-shop", received_at=NOW, policy=TimePolicy()
+    )
+    assert [(e.field, e.kind) for e in errors] == [("traits.deep.er", "invalid_properties")]
