@@ -11,15 +11,16 @@ import os
 import socket
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from pydantic_settings import BaseSettings
 from sqlalchemy.engine import make_url
 
 from shared.db import make_sync_engine
@@ -32,6 +33,16 @@ DATABASE_URL = os.environ.get(
     "PACEKEEPER_DATABASE_URL",
     "postgresql+psycopg://pacekeeper:pacekeeper@127.0.0.1:5432/pacekeeper",
 )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def settings_from_env(cls: type[S], env: Mapping[str, str], **overrides: Any) -> S:
+    """`cls` from a test's PACEKEEPER_* environment (`service_env`), without touching
+    os.environ; `overrides` by field name."""
+    values: dict[str, Any] = {k.removeprefix("PACEKEEPER_").lower(): v for k, v in env.items()}
+    return cls(**(values | overrides))
 
 
 def libpq_url(sqlalchemy_url: str) -> str:

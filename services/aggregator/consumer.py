@@ -70,7 +70,8 @@ class EventConsumer:
         """Up to `max_events` records, waiting at most `max_wait` s for the batch to fill.
 
         Records stay in offset order within each partition. The service reads ahead while
-        a batch is written; `generation` tells it when a rebalance made that read stale.
+        a batch is written; `seeks` and `in_order` tell it when a rebalance or a rewind
+        made that read stale.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait

@@ -4,7 +4,8 @@ A batch of thousands of events becomes a few hundred rows: one `Point` per
 (kpi, dims, minute), distinct values per minute, funnel step times and retention
 cohorts/comebacks per actor. `merge` is associative and commutative, and state is only
 ever built from deduplicated events, so any split of the stream into batches, in any
-order, gives the same state (property-tested in tests/aggregator/test_rollup.py).
+order, gives the same state (property-tested in tests/aggregator/test_kpimath.py, which
+cuts one stream into batches at random points).
 """
 
 from __future__ import annotations

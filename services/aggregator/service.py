@@ -27,7 +27,6 @@ from services.aggregator.settings import AggregatorSettings
 from services.aggregator.updates import RELAY_ERRORS, UpdateRelay
 from services.aggregator.watermark import Watermark
 from services.aggregator.writer import (
-    Abandoned,
     BadData,
     BatchWriter,
     OffsetGap,
@@ -36,6 +35,7 @@ from services.aggregator.writer import (
 )
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.kafka import ensure_topics, make_producer
+from shared.retry import Abandoned, until_stopped
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -226,19 +226,16 @@ class Aggregator:
     async def _dead_letter(self, rejected: list[Rejected], sent: set[tuple[int, int]]) -> None:
         if not rejected:
             return
-        delay = 0.1
-        while True:
-            try:
-                await dlq.publish(
-                    self._producer, self.settings.dlq_topic, self.settings.events_topic, rejected
-                )
-                break
-            except Exception as exc:  # any send failure: retry, never skip
-                if self.stopping.is_set():
-                    raise Abandoned from exc
-                log.warning("DLQ publish failed, retrying", extra={"error": str(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.aggregator_retry_max_delay)
+        # Any send failure is retried, never skipped.
+        await until_stopped(
+            lambda: dlq.publish(
+                self._producer, self.settings.dlq_topic, self.settings.events_topic, rejected
+            ),
+            what="DLQ publish failed",
+            stopping=self.stopping,
+            log=log,
+            cap=self.settings.aggregator_retry_max_delay,
+        )
         sent.update((r.partition, r.offset) for r in rejected)
 
     # --- database helpers ---------------------------------------------------------------
@@ -269,17 +266,19 @@ class Aggregator:
             log.warning("KPI definitions reload failed", extra={"error": str(exc)})
 
     async def _retrying(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.1
-        while True:
-            try:
-                return await action()
-            except Exception as exc:  # the database may be restarting
-                self._db_ok = False
-                if self.stopping.is_set():
-                    raise
-                log.warning(f"{what} failed, retrying", extra={"error": str(exc).splitlines()[0]})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.aggregator_retry_max_delay)
+        """`action`, retried while the database may be restarting."""
+
+        def unhealthy(_: BaseException) -> None:
+            self._db_ok = False
+
+        return await until_stopped(
+            action,
+            what=f"{what} failed",
+            stopping=self.stopping,
+            log=log,
+            cap=self.settings.aggregator_retry_max_delay,
+            on_failure=unhealthy,
+        )
 
     async def _purge_dedupe(self) -> None:
         """Forget (source, id) pairs older than the dedupe window, a slice at a time."""

@@ -24,18 +24,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.aggregator import metrics, repository
 from services.aggregator.batch import Batch
 from services.aggregator.catalog import Catalog
+from services.aggregator.copy_text import event_lines
 from services.aggregator.definitions import Definitions
 from services.aggregator.guard import CardinalityGuard
 from services.aggregator.known import KnownRows
 from services.aggregator.rollup import ComebackRow, DistinctRow, Rollup, fold, rollup
 from services.aggregator.updates import changed_ranges
 from shared.db import transaction
+from shared.retry import until_stopped
 
 log = logging.getLogger(__name__)
 
 
 class BadData(Exception):
     """The database refused something in this batch's data (SQLSTATE class 22)."""
+
+
+_TRANSIENT = (SQLAlchemyError, psycopg.Error, OSError)
 
 
 class OffsetGap(Exception):
@@ -45,10 +50,6 @@ class OffsetGap(Exception):
     def __init__(self, stored: dict[int, repository.StoredOffset | None]) -> None:
         super().__init__(f"stored offsets behind the batch: {sorted(stored)}")
         self.stored = stored
-
-
-class Abandoned(Exception):
-    """Shutdown while the batch could not be written; nothing of it was committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +114,7 @@ class BatchWriter:
             batch,
             catalog,
             rollup(batch.events, catalog),
-            repository.event_lines(batch.events),
+            event_lines(batch.events),
         )
 
     async def write(self, batch: Batch, prepared: Prepared | None = None) -> Written:
@@ -174,24 +175,23 @@ class BatchWriter:
         self, batch: Batch, stopping: asyncio.Event, prepared: Prepared | None = None
     ) -> Written:
         """Write, retrying transient failures (database down, deadlock) with backoff until
-        it works or shutdown begins. Raises BadData for data the database refuses."""
-        delay = 0.1
-        while True:
+        it works or shutdown begins (then `Abandoned`: nothing of the batch was committed).
+        Raises BadData for data the database refuses."""
+
+        async def attempt() -> Written:
             try:
                 return await self.write(batch, prepared)
-            except (SQLAlchemyError, psycopg.Error, OSError) as exc:
+            except _TRANSIENT as exc:
                 if _is_data_error(exc):
                     raise BadData(str(getattr(exc, "orig", exc))) from exc
                 metrics.db_retries.inc()
-                log.warning(
-                    "batch not written, retrying",
-                    extra={"error": str(exc).splitlines()[0], "retry_in": round(delay, 2)},
-                )
-            if stopping.is_set():
-                raise Abandoned
-            try:
-                await asyncio.wait_for(stopping.wait(), timeout=delay)
-                raise Abandoned
-            except TimeoutError:
-                pass
-            delay = min(delay * 2, self._retry_max_delay)
+                raise
+
+        return await until_stopped(
+            attempt,
+            what="batch not written",
+            stopping=stopping,
+            log=log,
+            retry_if=lambda exc: isinstance(exc, _TRANSIENT),
+            cap=self._retry_max_delay,
+        )

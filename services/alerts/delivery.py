@@ -26,6 +26,7 @@ from services.alerts.repository import Delivery
 from services.alerts.settings import AlertsSettings
 from shared.config.alerting import ChannelSpec
 from shared.db import transaction
+from shared.retry import backoff
 
 log = logging.getLogger("pacekeeper.alerts.delivery")
 
@@ -34,11 +35,6 @@ ChannelsProvider = Callable[[], Mapping[str, ChannelSpec]]
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, NotifyError) and exc.retryable
-
-
-def backoff(attempt: int, *, base: float, cap: float) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1-based): base, 2·base, 4·base…"""
-    return float(min(cap, base * 2 ** (attempt - 1)))
 
 
 class Deliverer:

@@ -13,11 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alerts import metrics, repository
@@ -33,7 +30,9 @@ from services.alerts.dispatch import (
     route,
 )
 from services.alerts.evaluation import goals as pacing
+from services.alerts.evaluation.annotations import render
 from services.alerts.evaluation.lifecycle import AlertState, State, Transition, step
+from services.alerts.evaluation.readings import GoalReading, goal_contributors, read_goals
 from services.alerts.evaluation.rules import (
     DimsKey,
     Instance,
@@ -44,13 +43,13 @@ from services.alerts.evaluation.rules import (
     fingerprint,
     instances,
     judge,
-    label_name,
 )
 from services.alerts.evaluation.windows import judgement_time, rule_window
+from services.alerts.notify.payload import webhook_payload
 from services.alerts.repository import AlertRecord
 from services.alerts.silence import Acknowledger, Silencer
-from shared.config.alerting import ChannelType, GoalSpec, RuleKind, RuleSpec
-from shared.config.kpis import KpiKind, KpiSpec
+from shared.config.alerting import ChannelType, RuleKind, RuleSpec
+from shared.config.kpis import KpiKind
 
 # kpi_value calls per round trip: large enough that 10,000 rules need few round trips,
 # small enough that one statement's parameters stay well under a megabyte.
@@ -59,24 +58,6 @@ _NO_GROUP: dict[DimsKey, dict[str, str]] = {(): {}}
 # Kinds whose value over a window only grows as the window's data arrives.
 MONOTONE_KINDS = frozenset({KpiKind.count, KpiKind.count_distinct})
 BAD_GOAL_STATUSES = (pacing.GoalStatus.at_risk, pacing.GoalStatus.off_track)
-ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "no end yet"
-
-_templates = SandboxedEnvironment(autoescape=False, undefined=jinja2.ChainableUndefined)
-
-
-@lru_cache(maxsize=4096)
-def _template(source: str) -> jinja2.Template:
-    return _templates.from_string(source)
-
-
-def render(source: str, context: Mapping[str, Any]) -> str:
-    """Annotation templates (`{{ value }}`, `{{ labels.source }}`); a broken one shows as is."""
-    if "{" not in source:
-        return source
-    try:
-        return _template(source).render(**context)
-    except jinja2.TemplateError as exc:
-        return f"{source} (template error: {exc})"
 
 
 @dataclass
@@ -87,13 +68,6 @@ class CycleResult:
     forgotten: list[str] = field(default_factory=list)
     deliveries: int = 0
     instances: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class GoalReading:
-    goal: GoalSpec
-    period: pacing.GoalPeriod
-    pace: pacing.Pace
 
 
 class Evaluator:
@@ -380,7 +354,7 @@ class Evaluator:
             if pace.status in BAD_GOAL_STATUSES:
                 contributors = await goal_contributors(session, config, goal, period, at)
             for status in BAD_GOAL_STATUSES:
-                self._step_goal(goal, period, pace, status, contributors, now, result)
+                self._step_goal(reading, status, contributors, now, result)
         await repository.insert_goal_status(session, rows)
         counts = dict.fromkeys(pacing.GoalStatus, 0)
         for reading in readings.values():
@@ -390,9 +364,7 @@ class Evaluator:
 
     def _step_goal(
         self,
-        goal: GoalSpec,
-        period: pacing.GoalPeriod,
-        pace: pacing.Pace,
+        reading: GoalReading,
         status: pacing.GoalStatus,
         contributors: list[dict[str, Any]],
         now: datetime,
@@ -400,6 +372,7 @@ class Evaluator:
     ) -> None:
         # One alert per goal and bad status: moving from at_risk to off_track resolves the
         # one and fires the other, so the receiver hears about every worsening.
+        goal, pace = reading.goal, reading.pace
         labels = {
             **goal.labels,
             "alertname": goal.name,
@@ -419,15 +392,7 @@ class Evaluator:
             "name": goal.name,
             "kpi": goal.kpi,
             "direction": goal.direction.value,
-            "status": pace.status.value,
-            "value": pace.value,
-            "target": pace.target,
-            "expected": pace.expected,
-            "projection": pace.projection,
-            "gap": pace.gap,
-            "elapsed": round(pace.elapsed, 4),
-            "period_start": period.start.isoformat(),
-            "period_end": period.end.isoformat(),
+            **reading.standing(),
             "contributors": contributors,
         }
         refreshed = previous is None or (previous.context or {}).get("goal") != goal_context
@@ -529,7 +494,7 @@ class Evaluator:
         # Random, stored with the intent: stable across retries and restarts, never reused
         # by a later notification (a group deleted and created again restarts its seq).
         key = uuid.uuid4().hex
-        payload = self._payload(channel, group, flush, key)
+        payload = webhook_payload(channel, group, flush, key, self.external_url)
         await repository.enqueue_delivery(
             session,
             channel=channel,
@@ -557,130 +522,6 @@ class Evaluator:
             acked=acked,
         )
 
-    def _payload(self, channel: str, group: GroupState, flush: Flush, key: str) -> dict[str, Any]:
-        """Alertmanager's webhook body (version 4) plus `idempotencyKey`, each alert's
-        `value` and, for goals, the goal's pacing in `goal`."""
-        alerts = [*flush.firing, *flush.resolved]
-        common_labels = _common([a.labels for a in alerts])
-        common_annotations = _common([a.annotations for a in alerts])
-        return {
-            "version": "4",
-            "groupKey": f"{channel}:{group.group_key}",
-            "truncatedAlerts": 0,
-            "status": "firing" if flush.firing else "resolved",
-            "receiver": channel,
-            "groupLabels": dict(group.group_labels),
-            "commonLabels": common_labels,
-            "commonAnnotations": common_annotations,
-            "externalURL": self.external_url,
-            "idempotencyKey": key,
-            "alerts": [self._alert_json(a) for a in alerts],
-        }
-
-    def _alert_json(self, alert: GroupAlert) -> dict[str, Any]:
-        origin = alert.context.get("origin", "rule")
-        name = alert.context.get("name", "")
-        out: dict[str, Any] = {
-            "status": alert.status.value,
-            "labels": dict(alert.labels),
-            "annotations": dict(alert.annotations),
-            "startsAt": alert.starts_at.isoformat() if alert.starts_at else ZERO_TIME,
-            "endsAt": alert.ends_at.isoformat() if alert.ends_at else ZERO_TIME,
-            "generatorURL": f"{self.external_url}/v1/{origin}s/{name}",
-            "fingerprint": alert.fingerprint,
-            "episode": alert.episode,
-            "value": alert.value,
-            "acknowledged": alert.acked,
-        }
-        if "goal" in alert.context:
-            out["goal"] = alert.context["goal"]
-        return out
-
-
-# --- goal readings (shared with GET /v1/goals) ------------------------------------------
-
-
-def _goal_queries(
-    goal: GoalSpec, kpi: KpiSpec, period: pacing.GoalPeriod, at: datetime
-) -> tuple[Query, Query, Query | None]:
-    dims = dims_key(goal.dims)
-    elapsed = period.elapsed(at)
-    to_date = Query(goal.kpi, period.start, min(max(at, period.start), period.end), dims)
-    previous = Query(goal.kpi, period.previous_start, period.previous_end, dims)
-    shape = None
-    if kpi.kind in pacing.CUMULATIVE_KINDS:
-        shape = Query(goal.kpi, period.previous_start, period.previous_at(elapsed), dims)
-    return to_date, previous, shape
-
-
-async def read_goals(session: AsyncSession, config: Config, at: datetime) -> dict[str, GoalReading]:
-    """Pacing of every goal whose period has started and whose KPI exists, in one read."""
-    plans: dict[str, tuple[GoalSpec, pacing.GoalPeriod, tuple[Query, Query, Query | None]]] = {}
-    for name, goal in config.goals.items():
-        kpi = config.kpis.get(goal.kpi)
-        if kpi is None:
-            continue
-        period = pacing.goal_period(goal, at, config.zone)
-        if at < period.start:
-            continue
-        plans[name] = (goal, period, _goal_queries(goal, kpi, period, at))
-    queries = [q for _, _, qs in plans.values() for q in qs if q is not None]
-    values = await repository.kpi_values(session, list(dict.fromkeys(queries)))
-    out = {}
-    for name, (goal, period, (to_date, previous, shape)) in plans.items():
-        pace = pacing.pace(
-            goal,
-            kind=config.kpis[goal.kpi].kind,
-            value=values.get(to_date),
-            elapsed=period.elapsed(at),
-            previous_total=values.get(previous),
-            previous_to_date=values.get(shape) if shape else None,
-        )
-        out[name] = GoalReading(goal, period, pace)
-    return out
-
-
-async def goal_contributors(
-    session: AsyncSession, config: Config, goal: GoalSpec, period: pacing.GoalPeriod, at: datetime
-) -> list[dict[str, Any]]:
-    """The dimension values pulling the goal's KPI the wrong way the most, against the
-    previous period at the same point (first declared dimension of the goal's KPI)."""
-    kpi = config.kpis.get(goal.kpi)
-    dimensions: list[str] = list(getattr(kpi, "dimensions", []) or [])
-    dimensions = [d for d in dimensions if d not in goal.dims]
-    if not dimensions:
-        return []
-    field_name = dimensions[0]
-    elapsed = period.elapsed(at)
-    t_to = min(at, period.end)
-    prev_to = period.previous_at(elapsed)
-    present = await repository.dimension_values(
-        session, sorted(config.bases(goal.kpi)), period.previous_start, t_to
-    )
-    values = sorted({d[field_name] for d in present if field_name in d})[:50]
-    if not values:
-        return []
-    queries: dict[str, tuple[Query, Query]] = {}
-    for value in values:
-        dims = dims_key({**goal.dims, field_name: value})
-        queries[value] = (
-            Query(goal.kpi, period.start, t_to, dims),
-            Query(goal.kpi, period.previous_start, prev_to, dims),
-        )
-    read = await repository.kpi_values(session, [q for pair in queries.values() for q in pair])
-    current = {v: read.get(q[0]) or 0.0 for v, q in queries.items()}
-    previous = {v: read.get(q[1]) or 0.0 for v, q in queries.items()}
-    top = pacing.top_contributors(current, previous, goal.direction)
-    return [
-        {
-            "dims": {label_name(field_name): v},
-            "value": current[v],
-            "previous": previous[v],
-            "delta": d,
-        }
-        for v, d in top
-    ]
-
 
 def _project(
     dims_sets: Iterable[Mapping[str, str]], by: Sequence[str]
@@ -696,13 +537,6 @@ def _project(
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
-
-
-def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
-    if not maps:
-        return {}
-    first = dict(maps[0])
-    return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
 
 
 def _group_row(group: GroupState) -> dict[str, Any]:

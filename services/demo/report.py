@@ -2,35 +2,25 @@
 
 Goal attainment, each KPI against the previous period and its target, charts of every goal
 with its target line and pacing path, and the alerts of the period with their time to
-resolve — as self-contained HTML (charts inline), Markdown, PDF or JSON.
-
-Building is split from I/O: `build_report` asks the repository (the shared `kpi_value` /
-`kpi_series` functions) and the alerts API for numbers; everything after that — targets,
-pacing, formatting, charts, templates — is a pure function of those numbers.
+resolve. This module holds the report's content and gathers it: `build_report` asks the
+repository (the shared `kpi_value` / `kpi_series` functions) and the alerts API for
+numbers; everything after that is a pure function of those numbers — targets and pacing
+here, `formatting` for numbers, `charts` for the pictures, `report_render` for HTML,
+Markdown, PDF and JSON.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import io
-import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import jinja2
-import orjson
-from matplotlib.dates import AutoDateLocator, DateFormatter
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
-
 from services.demo.api import AlertsApi, AlertState, ApiError
+from services.demo.charts import ChartData, Points, png_base64, render_chart
+from services.demo.formatting import display_unit, format_moment, format_value
 from services.demo.pacing import (
     CUMULATIVE_KINDS,
     GoalPeriod,
@@ -153,66 +143,6 @@ class ReportData:
         return sum(1 for a in self.alerts or [] if a.resolved_at is None)
 
 
-# -- numbers as people read them ------------------------------------------------------------
-
-_CURRENCY = {"USD": "$", "EUR": "€", "GBP": "£", "CNY": "¥", "JPY": "¥"}
-RATIO_UNITS = {"ratio", "%", "percent"}
-
-
-def display_unit(spec: KpiSpec) -> str:
-    """The unit to format a KPI in: its own, or `ratio` for the kinds that are shares."""
-    if spec.unit:
-        return spec.unit
-    if spec.kind in {KpiKind.ratio, KpiKind.funnel, KpiKind.retention}:
-        return "ratio"
-    return ""
-
-
-def format_value(value: float | None, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if unit in RATIO_UNITS:
-        return f"{value * 100:.1f}%" if abs(value) < 10 else f"{value * 100:,.0f}%"
-    if unit in _CURRENCY or unit == "$":
-        symbol = _CURRENCY.get(unit, "$")
-        sign = "-" if value < 0 else ""
-        digits = 0 if abs(value) >= 1000 else 2
-        return f"{sign}{symbol}{abs(value):,.{digits}f}"
-    if unit in {"s", "seconds"}:
-        return format_seconds(value)
-    if len(unit) == 3 and unit.isupper():  # another ISO currency code
-        return f"{value:,.2f} {unit}"
-    if abs(value) >= 100 or float(value).is_integer():
-        text = f"{value:,.0f}"
-    else:
-        text = f"{value:,.2f}"
-    return f"{text} {unit}".strip() if unit and unit not in {"points", "count"} else text
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
-def format_change(delta: float | None) -> str:
-    if delta is None:
-        return "—"
-    arrow = "▲" if delta > 0.0005 else "▼" if delta < -0.0005 else "■"
-    return f"{arrow} {delta * 100:+.1f}%"
-
-
-def format_timedelta(value: timedelta | None) -> str:
-    if value is None:
-        return "—"
-    seconds = value.total_seconds()
-    return format_seconds(seconds) if seconds >= 60 else f"{seconds:.0f} s"
-
-
 # -- goal windows ---------------------------------------------------------------------------
 
 
@@ -263,96 +193,6 @@ def chart_step(length: timedelta) -> timedelta:
     if length <= timedelta(days=100):
         return timedelta(days=1)
     return timedelta(days=7)
-
-
-# -- charts ---------------------------------------------------------------------------------
-
-Points = list[tuple[datetime, float]]
-BLUE, GREY, INK, LIGHT = "#2563eb", "#9ca3af", "#111827", "#93c5fd"
-
-
-@dataclass(frozen=True, slots=True)
-class ChartData:
-    title: str
-    unit: str
-    start: datetime
-    end: datetime
-    actual: Points
-    pacing: Points
-    target: float | None
-    steps: Points = field(default_factory=list)  # per-step values of a level KPI
-    projection: tuple[datetime, float] | None = None
-    cumulative: bool = False
-
-
-def _daynum(t: datetime) -> float:
-    """Matplotlib's date number (days since its default epoch, 1970-01-01 UTC)."""
-    return t.timestamp() / 86400
-
-
-def _xy(points: Sequence[tuple[datetime, float]]) -> tuple[list[float], list[float]]:
-    return [_daynum(t) for t, _ in points], [v for _, v in points]
-
-
-def render_chart(chart: ChartData, zone: ZoneInfo) -> bytes:
-    """A PNG of the KPI to date, the goal line, the pacing path and the projection."""
-    fig = Figure(figsize=(6.2, 2.6), dpi=120)
-    ax = fig.subplots()
-    if chart.steps:
-        ax.plot(*_xy(chart.steps), "o", color=LIGHT, markersize=3, label="per step", zorder=1)
-    if chart.pacing:
-        ax.plot(*_xy(chart.pacing), "--", color=GREY, linewidth=1.3, label="pacing path", zorder=2)
-    if chart.target is not None:
-        ax.axhline(chart.target, color=INK, linestyle=":", linewidth=1.2, label="target", zorder=2)
-    if chart.actual:
-        label = "to date" if chart.cumulative else "period to date"
-        # A window with data only at its very end would otherwise draw an invisible line.
-        marker = "o" if len(chart.actual) < 4 else ""
-        ax.plot(
-            *_xy(chart.actual), "-", marker=marker, markersize=4, color=BLUE, linewidth=2.2,
-            label=label, zorder=3,
-        )  # fmt: skip
-        if chart.projection:
-            ax.plot(
-                *_xy([chart.actual[-1], chart.projection]),
-                ":",
-                color=BLUE,
-                linewidth=1.6,
-                label="projection",
-                zorder=3,
-            )
-    ax.set_xlim(_daynum(chart.start), _daynum(chart.end))
-    # matplotlib.dates has no annotations for these two constructors.
-    locator = AutoDateLocator(minticks=3, maxticks=8, tz=zone)  # type: ignore[no-untyped-call]
-    ax.xaxis.set_major_locator(locator)
-    length = chart.end - chart.start
-    pattern = "%H:%M" if length <= timedelta(days=2) else "%d %b"
-    ax.xaxis.set_major_formatter(DateFormatter(pattern, tz=zone))  # type: ignore[no-untyped-call]
-    ax.yaxis.set_major_formatter(FuncFormatter(axis_formatter(chart.unit, ax.get_ylim())))
-    ax.set_title(chart.title, loc="left", fontsize=10, color=INK)
-    ax.grid(axis="y", color="#e5e7eb", linewidth=0.8)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=8, colors="#374151")
-    ax.legend(fontsize=7, frameon=False, loc="best", ncols=2)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def axis_formatter(unit: str, limits: tuple[float, float]) -> Callable[[float, object], str]:
-    """Tick labels in the KPI's unit, with enough decimals to tell neighbouring ticks apart
-    (a ratio axis from 2.80% to 2.82% must not read 2.8% five times)."""
-    span = abs(limits[1] - limits[0])
-    if unit in RATIO_UNITS and span > 0:
-        decimals = max(0, min(4, math.ceil(-math.log10(span * 100 / 5))))
-        return lambda v, _: f"{v * 100:.{decimals}f}%"
-    return lambda v, _: format_value(v, unit)
-
-
-def png_base64(png: bytes) -> str:
-    return base64.b64encode(png).decode("ascii")
 
 
 # -- gathering ------------------------------------------------------------------------------
@@ -610,7 +450,7 @@ async def build_report(
     if in_progress and now > start:
         notes.append(
             f"{period.title} is still running: numbers run to "
-            f"{_when(data_until, zone)} and are compared with the same stretch of "
+            f"{format_moment(data_until, zone)} and are compared with the same stretch of "
             f"{previous.title}."
         )
 
@@ -633,116 +473,3 @@ async def build_report(
         alerts=alert_rows,
         notes=notes,
     )
-
-
-# -- rendering ------------------------------------------------------------------------------
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("services.demo", "templates"),
-        autoescape=lambda name: bool(name and name.endswith(".html.j2")),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["fmt"] = format_value
-    env.filters["change"] = format_change
-    env.filters["duration"] = format_timedelta
-    env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.0f}%"
-    return env
-
-
-def _context(data: ReportData) -> dict[str, Any]:
-    zone = ZoneInfo(data.timezone)
-
-    def when(t: datetime | None) -> str:
-        return _when(t, zone)
-
-    return {"r": data, "when": when, "Status": ReviewStatus}
-
-
-def _when(t: datetime | None, zone: ZoneInfo) -> str:
-    if t is None:
-        return "—"
-    local = t.astimezone(zone)
-    return f"{local.day} {local:%b %H:%M}"
-
-
-def render_html(data: ReportData) -> str:
-    return _environment().get_template("report.html.j2").render(_context(data))
-
-
-def render_markdown(data: ReportData, chart_dir: Path | None = None) -> str:
-    """Markdown for a wiki or a PR; charts go to `chart_dir` as PNG files when given."""
-    charts: dict[str, str] = {}
-    if chart_dir is not None:
-        chart_dir.mkdir(parents=True, exist_ok=True)
-        for row in data.goals:
-            if row.chart:
-                path = chart_dir / f"{row.goal}.png"
-                path.write_bytes(base64.b64decode(row.chart))
-                charts[row.goal] = f"{chart_dir.name}/{path.name}"
-    context = _context(data) | {"charts": charts}
-    return _environment().get_template("report.md.j2").render(context)
-
-
-def render_pdf(data: ReportData) -> bytes:
-    # WeasyPrint lays the same HTML out on A4 pages (the template carries @page rules).
-    from weasyprint import HTML
-
-    pdf = HTML(string=render_html(data)).write_pdf()
-    assert pdf is not None  # with no target, write_pdf returns the bytes
-    return bytes(pdf)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, Period):
-        return value.label
-    raise TypeError
-
-
-def render_json(data: ReportData) -> bytes:
-    payload = dataclasses.asdict(data)
-    payload["period"] = data.period.label
-    payload["previous"] = data.previous.label
-    for row, goal in zip(payload["goals"], data.goals, strict=True):
-        row["has_chart"] = row.pop("chart") is not None
-        row["in_progress"] = goal.in_progress
-    for row, kpi in zip(payload["kpis"], data.kpis, strict=True):
-        row["change"] = kpi.change
-        row["vs_target"] = kpi.vs_target
-    return orjson.dumps(
-        payload, default=_json_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
-    )
-
-
-def write_report(data: ReportData, fmt: ReportFormat, output: Path) -> None:
-    if fmt is ReportFormat.html:
-        output.write_text(render_html(data), encoding="utf-8")
-    elif fmt is ReportFormat.md:
-        output.write_text(
-            render_markdown(data, output.with_name(f"{output.stem}-charts")), encoding="utf-8"
-        )
-    elif fmt is ReportFormat.pdf:
-        output.write_bytes(render_pdf(data))
-    else:
-        output.write_bytes(render_json(data))
-
-
-__all__ = [
-    "AlertRow",
-    "ChartData",
-    "GoalRow",
-    "KpiRow",
-    "ReportData",
-    "ReportFormat",
-    "build_report",
-    "format_value",
-    "render_html",
-    "render_markdown",
-    "render_pdf",
-    "write_report",
-]

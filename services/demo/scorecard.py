@@ -32,7 +32,7 @@ from services.demo.api import (
     metric_sum,
     scrape,
 )
-from services.demo.report import format_value
+from services.demo.formatting import format_value
 
 # The KPIs an operations team looks at first, in this order, when the config has them.
 HEADLINE_KPIS = (

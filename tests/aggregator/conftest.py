@@ -8,18 +8,16 @@ from services.aggregator.settings import AggregatorSettings
 from shared.db import make_engine, make_sessionmaker, transaction
 from tests.aggregator import oracle
 from tests.aggregator.helpers import store_definitions
+from tests.conftest import settings_from_env
 
 
 def settings_from(env: dict[str, str], **overrides: object) -> AggregatorSettings:
-    values: dict[str, object] = {k.removeprefix("PACEKEEPER_").lower(): v for k, v in env.items()}
-    return AggregatorSettings(**(values | overrides))
+    return settings_from_env(AggregatorSettings, env, **overrides)
 
 
 @pytest.fixture
 async def definitions_stored(service_env: dict[str, str]) -> None:
-    settings = AggregatorSettings(
-        **{k.removeprefix("PACEKEEPER_").lower(): v for k, v in service_env.items()}
-    )
+    settings = settings_from(service_env)
     engine = make_engine(settings, application_name="test")
     try:
         async with transaction(make_sessionmaker(engine)) as session:

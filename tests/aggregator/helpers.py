@@ -16,6 +16,7 @@ from services.aggregator.settings import AggregatorSettings
 from shared.config.kpis import KpiSpec
 from shared.config.store import set_setting, upsert_spec
 from shared.db import make_engine, make_sessionmaker, transaction
+from tests.conftest import settings_from_env
 
 T = TypeVar("T")
 _KPI: TypeAdapter[KpiSpec] = TypeAdapter(KpiSpec)
@@ -48,9 +49,7 @@ async def store_definitions(
 
 async def store_kpis(service_env: dict[str, str], *specs: dict[str, object]) -> None:
     """Store KPI definitions (as `pacekeeper apply` would) in the test's schema."""
-    settings = AggregatorSettings(
-        **{k.removeprefix("PACEKEEPER_").lower(): v for k, v in service_env.items()}
-    )
+    settings = settings_from_env(AggregatorSettings, service_env)
     engine = make_engine(settings, application_name="test")
     try:
         async with transaction(make_sessionmaker(engine)) as session:

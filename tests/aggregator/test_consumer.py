@@ -17,7 +17,7 @@ from services.aggregator.consumer import EventConsumer
 from services.aggregator.repository import StoredOffset
 from services.aggregator.settings import AggregatorSettings
 from shared.kafka import ensure_topics
-from tests.conftest import Topics
+from tests.conftest import Topics, settings_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +29,7 @@ async def _no_stored_offsets(partitions: object) -> dict[int, StoredOffset]:
 async def test_a_batch_read_before_going_back_to_the_beginning_is_refused(
     service_env: dict[str, str], topics: Topics, unique: str, kafka_bootstrap: str
 ) -> None:
-    settings = AggregatorSettings(
-        **{k.removeprefix("PACEKEEPER_").lower(): v for k, v in service_env.items()},
-        aggregator_group_id=unique,
-    )
+    settings = settings_from_env(AggregatorSettings, service_env, aggregator_group_id=unique)
     await ensure_topics(settings, {topics.events: 1})
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from services.aggregator.settings import AggregatorSettings
 from tests.aggregator import oracle, workload
 from tests.aggregator.helpers import running
-from tests.conftest import Topics, read_messages
+from tests.conftest import Topics, read_messages, settings_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +27,9 @@ async def test_events_come_out_of_kpi_value_exactly(
     database_url: str,
     schema: str,
 ) -> None:
-    env = {k.removeprefix("PACEKEEPER_").lower(): v for k, v in service_env.items()}
-    settings = AggregatorSettings(
-        **env,
+    settings = settings_from_env(
+        AggregatorSettings,
+        service_env,
         aggregator_group_id=unique,
         aggregator_topic_partitions=3,
         aggregator_batch_max_wait=0.1,

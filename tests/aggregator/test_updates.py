@@ -26,7 +26,7 @@ from shared.db import make_engine, make_sessionmaker
 from shared.kafka import ensure_topics, make_producer
 from tests.aggregator import oracle, workload
 from tests.aggregator.strategies import to_event
-from tests.conftest import Topics, read_messages
+from tests.conftest import Topics, read_messages, settings_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,7 @@ class Committed:
 async def committed(
     service_env: dict[str, str], definitions_stored: None, topics: Topics
 ) -> AsyncIterator[Committed]:
-    settings = AggregatorSettings(
-        **{k.removeprefix("PACEKEEPER_").lower(): v for k, v in service_env.items()}
-    )
+    settings = settings_from_env(AggregatorSettings, service_env)
     await ensure_topics(settings, {topics.kpi_updates: 2})
     engine = make_engine(settings, application_name="test")
     sessions = make_sessionmaker(engine)

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from services.alerts.delivery import backoff
 from services.alerts.notify import alertmanager, dingtalk, email, feishu, slack, webhook, wecom
 from services.alerts.notify.base import NotifyError, bot_errcode, check_response, retryable_status
 from shared.config.alerting import ChannelSpec
@@ -117,7 +116,3 @@ def test_retryable_classification() -> None:
         )
     assert err.value.retryable
     bot_errcode(httpx.Response(200, json={"errcode": 0}), code_keys=("errcode",), throttled=set())
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    assert [backoff(n, base=1, cap=10) for n in range(1, 6)] == [1, 2, 4, 8, 10]

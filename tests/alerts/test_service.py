@@ -28,6 +28,7 @@ from tests.alerts.conftest import (
     put_points,
     wait_until,
 )
+from tests.conftest import settings_from_env
 
 pytestmark = pytest.mark.e2e
 
@@ -208,9 +209,7 @@ async def test_a_kpi_update_triggers_evaluation_between_ticks(
     start_service: StartService,
     alerts_env: dict[str, str],
 ) -> None:
-    settings = BaseServiceSettings.model_validate(
-        {k.removeprefix("PACEKEEPER_").lower(): v for k, v in alerts_env.items()}
-    )
+    settings = settings_from_env(BaseServiceSettings, alerts_env)
     await ensure_topics(settings, {settings.kpi_updates_topic: 1})
     await apply_yaml(config(receiver))
     service = start_service(PACEKEEPER_ALERTS_TICK_SECONDS="3600")

@@ -12,19 +12,11 @@ import orjson
 import pytest
 
 from services.alerts.evaluation.goals import goal_period
+from services.demo.formatting import format_change, format_value
 from services.demo.pacing import ReviewStatus, attainment, review_status
 from services.demo.periods import parse_period
-from services.demo.report import (
-    ReportFormat,
-    build_report,
-    format_change,
-    format_value,
-    goal_windows,
-    render_html,
-    render_json,
-    render_markdown,
-    write_report,
-)
+from services.demo.report import ReportFormat, build_report, goal_windows
+from services.demo.report_render import render_html, render_json, render_markdown, write_report
 from shared.config.alerting import Direction
 from tests.demo.fakes import CONFIG, NOW, VALUES, FakeRepository, november
 

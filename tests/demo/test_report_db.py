@@ -16,15 +16,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.aggregator.settings import AggregatorSettings
+from services.demo.formatting import format_value
 from services.demo.periods import parse_period
-from services.demo.report import (
-    ReportFormat,
-    build_report,
-    format_value,
-    goal_windows,
-    render_html,
-    write_report,
-)
+from services.demo.report import ReportFormat, build_report, goal_windows
+from services.demo.report_render import render_html, write_report
 from services.demo.repository import ReportRepository
 from services.demo.settings import REPO_ROOT
 from services.demo.simulator import (
@@ -40,7 +35,7 @@ from shared.config.store import apply_config
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.events import Envelope, encode, message_key
 from tests.aggregator.helpers import running
-from tests.conftest import Topics
+from tests.conftest import Topics, settings_from_env
 from tests.demo.conftest import chromium_args
 from tests.demo.test_report_render import looks_like_a_page
 
@@ -89,9 +84,8 @@ async def test_report_numbers_are_kpi_value(
     service_env: dict[str, str], topics: Topics, unique: str, kafka_bootstrap: str,
     chromium: str, tmp_path: Path,
 ) -> None:  # fmt: skip
-    env = {k.removeprefix("PACEKEEPER_").lower(): v for k, v in service_env.items()}
-    settings = AggregatorSettings(
-        **env, aggregator_group_id=unique, aggregator_topic_partitions=3,
+    settings = settings_from_env(
+        AggregatorSettings, service_env, aggregator_group_id=unique, aggregator_topic_partitions=3,
         aggregator_batch_max_wait=0.1,
     )  # fmt: skip
     engine = make_engine(settings, application_name="test-report")

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from services.demo.report import ReportFormat, format_value, write_report
+from services.demo.formatting import format_value
+from services.demo.report import ReportFormat
+from services.demo.report_render import write_report
 from tests.demo.conftest import chromium_args
 from tests.demo.fakes import november
 

@@ -15,6 +15,7 @@ from services.alerts.settings import AlertsSettings
 from services.ingest.app import create_app as create_ingest_app
 from shared.http_server import HttpLimits
 from tests.alerts.conftest import ADMIN, READER
+from tests.conftest import settings_from_env
 from tests.ingest.conftest import create_key, make_settings
 from tests.live import LiveServer
 
@@ -33,12 +34,12 @@ class Port:
 
 
 def alerts_settings_for(env: dict[str, str], **overrides: Any) -> AlertsSettings:
-    values: dict[str, Any] = {
-        key.removeprefix("PACEKEEPER_").lower(): value for key, value in env.items()
+    defaults = {
+        "admin_token": ADMIN,
+        "alerts_read_token": READER,
+        "alerts_allow_private_targets": True,
     }
-    values.update(admin_token=ADMIN, alerts_read_token=READER, alerts_allow_private_targets=True)
-    values.update(overrides)
-    return AlertsSettings(**values)
+    return settings_from_env(AlertsSettings, env, **(defaults | overrides))
 
 
 @pytest.fixture

@@ -12,26 +12,14 @@ from services.alerts.api import errors
 from services.alerts.api.config import public
 from services.alerts.api.deps import Reader, Session
 from services.alerts.config import ConfigCache
+from services.alerts.evaluation.readings import GoalReading, read_goals
 from services.alerts.evaluation.windows import judgement_time
-from services.alerts.evaluator import GoalReading, read_goals
 
 router = APIRouter(prefix="/v1/goals", tags=["goals"])
 
 
 def _view(reading: GoalReading) -> dict[str, Any]:
-    pace = reading.pace
-    return {
-        **public(reading.goal),
-        "status": pace.status.value,
-        "value": pace.value,
-        "target": pace.target,
-        "expected": pace.expected,
-        "projection": pace.projection,
-        "gap": pace.gap,
-        "elapsed": round(pace.elapsed, 6),
-        "period_start": reading.period.start,
-        "period_end": reading.period.end,
-    }
+    return {**public(reading.goal), **reading.standing()}
 
 
 async def _readings(request: Request, session: Session) -> dict[str, GoalReading]:
