@@ -17,17 +17,15 @@ facing untrusted clients needs and uvicorn does not have.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import uvicorn
 from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.settings import BaseServiceSettings
-
-log = logging.getLogger("pacekeeper.http")
 
 CONNECTIONS_CUT = Counter(
     "pacekeeper_http_connections_cut_total",
@@ -56,7 +54,7 @@ class HttpLimits:
 
 
 def _answer(status: int, reason: str, detail: str) -> bytes:
-    body = b'{"detail":"' + detail.encode() + b'"}'
+    body = orjson.dumps({"detail": detail})
     return (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

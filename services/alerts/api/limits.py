@@ -121,7 +121,7 @@ class CancelOnDisconnect:
             received.append(message)
             if message.get("body") or not message.get("more_body", False):
                 break
-        watch = not received[-1].get("body") and not received[-1].get("more_body", False)
+        watch = not received[-1].get("body")  # else the loop ended on the last, empty part
         answered = False
 
         async def replay() -> Message:
