@@ -13,9 +13,8 @@ import httpx
 from fastapi import FastAPI, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
-from services.alerts import repository
+from services.alerts import store
 from services.alerts.api import alerts, config, goals, series, silences
 from services.alerts.api.errors import install as install_errors
 from services.alerts.api.limits import CancelOnDisconnect, RequestLimits
@@ -94,8 +93,8 @@ def create_app(settings: AlertsSettings, *, run_worker: bool = True) -> FastAPI:
     async def readyz() -> JSONResponse:
         try:
             async with transaction(app.state.sessions) as session:
-                await session.execute(text("SELECT 1"))
-                lease = await repository.get_lease(session, LEASE_NAME)
+                # Reading the lease row proves the database answers and the schema exists.
+                lease = await store.lease.get_lease(session, LEASE_NAME)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             return JSONResponse({"ready": False, "error": str(exc)[:200]}, status_code=503)
         return JSONResponse(jsonable_encoder({"ready": True, "evaluator": lease}))

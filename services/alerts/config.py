@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alerts import repository
+from services.alerts import store
 from shared.config.alerting import ChannelSpec, GoalSpec, RuleSpec
 from shared.config.kpis import KpiSpec, base_kpis, undeclared_dimensions
 from shared.config.store import get_setting, load_section
@@ -65,7 +65,7 @@ class ConfigCache:
         self.current = Config()
 
     async def refresh(self, session: AsyncSession) -> Config:
-        digest = await repository.config_digest(session)
+        digest = await store.config.config_digest(session)
         if digest == self.current.digest:
             return self.current
         timezone = await get_setting(session, "timezone") or self._default_timezone

@@ -20,10 +20,10 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from services.alerts import metrics, repository
+from services.alerts import metrics, store
 from services.alerts.notify import NotifyError, notifier_for
-from services.alerts.repository import Delivery
 from services.alerts.settings import AlertsSettings
+from services.alerts.store.outbox import Attempt, Delivery
 from shared.config.alerting import ChannelSpec
 from shared.db import transaction
 from shared.retry import backoff
@@ -81,8 +81,8 @@ class Deliverer:
 
     async def _idle_timeout(self) -> float:
         async with transaction(self._sessions) as session:
-            due = await repository.next_delivery_at(session)
-            metrics.QUEUE_DEPTH.set(await repository.queue_depth(session))
+            due = await store.outbox.next_delivery_at(session)
+            metrics.QUEUE_DEPTH.set(await store.outbox.queue_depth(session))
         if due is None:
             return 5.0
         return min(5.0, max(0.0, (due - datetime.now(UTC)).total_seconds()))
@@ -92,7 +92,7 @@ class Deliverer:
         if free <= 0:
             return
         async with transaction(self._sessions) as session:
-            due = await repository.due_deliveries(
+            due = await store.outbox.due_deliveries(
                 session, datetime.now(UTC), limit=free, exclude=list(self._inflight)
             )
         for delivery in due:
@@ -110,14 +110,14 @@ class Deliverer:
         channel = self._channels().get(delivery.channel)
         if channel is None:
             async with transaction(self._sessions) as session:
-                await repository.fail_delivery(session, delivery.id, "channel no longer exists")
+                await store.outbox.fail_delivery(session, delivery.id, "channel no longer exists")
             return
         notifier = notifier_for(channel, self._http)
         settings = self._settings
         remaining = settings.alerts_delivery_max_attempts - delivery.attempts
         if remaining <= 0:
             async with transaction(self._sessions) as session:
-                await repository.fail_delivery(session, delivery.id, "no attempts left")
+                await store.outbox.fail_delivery(session, delivery.id, "no attempts left")
             return
 
         def wait(state: RetryCallState) -> float:
@@ -170,21 +170,21 @@ class Deliverer:
         if error is not None and not give_up:
             # Persist when the next attempt is due, so a restart keeps the backoff.
             next_at = datetime.now(UTC) + timedelta(seconds=self._backoff(number))
+        attempt = Attempt(
+            delivery_id=delivery.id,
+            channel=channel.name,
+            number=number,
+            ok=error is None,
+            retryable=None if error is None else error.retryable,
+            http_status=None if error is None else error.http_status,
+            error=None if error is None else str(error)[:1000],
+            started_at=started,
+            duration_ms=elapsed * 1000,
+            next_attempt_at=next_at,
+            final=give_up,
+        )
         async with transaction(self._sessions) as session:
-            await repository.record_attempt(
-                session,
-                delivery_id=delivery.id,
-                channel=channel.name,
-                attempt=number,
-                ok=error is None,
-                retryable=None if error is None else error.retryable,
-                http_status=None if error is None else error.http_status,
-                error=None if error is None else str(error)[:1000],
-                started_at=started,
-                duration_ms=elapsed * 1000,
-                next_attempt_at=next_at,
-                final=give_up,
-            )
+            await store.outbox.record_attempt(session, attempt)
         if error is None:
             metrics.NOTIFICATIONS_SENT.labels(channel.name).inc()
             return

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alerts import metrics, repository
+from services.alerts import metrics, store
 from services.alerts.config import Config, ConfigCache
 from services.alerts.dispatch import (
     Flush,
@@ -46,8 +46,9 @@ from services.alerts.evaluation.rules import (
 )
 from services.alerts.evaluation.windows import judgement_time, rule_window
 from services.alerts.notify.payload import webhook_payload
-from services.alerts.repository import AlertRecord
 from services.alerts.silence import Acknowledger, Silencer
+from services.alerts.store.alerts import AlertRecord
+from services.alerts.store.goals import GoalStatusRecord, LastStatus
 from shared.config.alerting import ChannelType, RuleKind, RuleSpec
 from shared.config.kpis import KpiKind
 
@@ -64,7 +65,7 @@ BAD_GOAL_STATUSES = (pacing.GoalStatus.at_risk, pacing.GoalStatus.off_track)
 class CycleResult:
     alerts: dict[str, AlertRecord] = field(default_factory=dict)
     groups: dict[tuple[str, str], GroupState | None] = field(default_factory=dict)
-    goal_statuses: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    goal_statuses: dict[str, LastStatus] = field(default_factory=dict)
     forgotten: list[str] = field(default_factory=list)
     deliveries: int = 0
     instances: int = 0
@@ -77,7 +78,7 @@ class Evaluator:
         self.external_url = external_url.rstrip("/")
         self.alerts: dict[str, AlertRecord] = {}
         self.groups: dict[tuple[str, str], GroupState] = {}
-        self.goal_statuses: dict[str, tuple[str, datetime]] = {}
+        self.goal_statuses: dict[str, LastStatus] = {}
 
     @property
     def config(self) -> Config:
@@ -86,20 +87,9 @@ class Evaluator:
     async def load(self, session: AsyncSession, now: datetime) -> None:
         """Take over the state a previous leader left in the database."""
         await self.config_cache.refresh(session)
-        self.alerts = {a.fingerprint: a for a in await repository.load_alerts(session)}
-        self.groups = {
-            (g["channel"], g["group_key"]): GroupState(
-                channel=g["channel"],
-                group_key=g["group_key"],
-                group_labels=g["group_labels"],
-                created_at=g["created_at"],
-                last_flush_at=g["last_flush_at"],
-                notified=frozenset((fp, int(ep)) for fp, ep in g["notified"]),
-                seq=g["seq"],
-            )
-            for g in await repository.load_groups(session)
-        }
-        self.goal_statuses = await repository.last_goal_statuses(session)
+        self.alerts = {a.fingerprint: a for a in await store.alerts.load_alerts(session)}
+        self.groups = {(g.channel, g.group_key): g for g in await store.groups.load_groups(session)}
+        self.goal_statuses = await store.goals.last_goal_statuses(session)
         self._update_gauges()
 
     def apply(self, result: CycleResult) -> None:
@@ -154,10 +144,10 @@ class Evaluator:
         config = await self.config_cache.refresh(session)
         result = CycleResult()
         if purge_before is not None:
-            result.forgotten = await repository.purge_resolved(session, purge_before)
+            result.forgotten = await store.alerts.purge_resolved(session, purge_before)
         at = now
         if rules is not False or goals:
-            at = judgement_time(now, await repository.watermark(session, self.events_topic))
+            at = judgement_time(now, await store.kpis.watermark(session, self.events_topic))
         if rules is True:
             await self._evaluate_rules(
                 session, config, list(config.rules.values()), at, now, result
@@ -169,7 +159,7 @@ class Evaluator:
         if goals:
             await self._evaluate_goals(session, config, at, now, result)
         await self._dispatch(session, config, now, result)
-        await repository.save_alerts(session, result.alerts.values())
+        await store.alerts.save_alerts(session, result.alerts.values())
         return result
 
     # --- rules -------------------------------------------------------------------------
@@ -239,7 +229,7 @@ class Evaluator:
                 active[record.name].append(record.dims)
         out: dict[str, dict[DimsKey, dict[str, str]]] = {}
         for (bases, t_from, t_to), members in wanted.items():
-            present = await repository.dimension_values(session, sorted(bases), t_from, t_to)
+            present = await store.kpis.dimension_values(session, sorted(bases), t_from, t_to)
             # Rules sharing a KPI, window and group_by share their groups: project once.
             shared: dict[tuple[str, ...], dict[DimsKey, dict[str, str]]] = {}
             for rule in members:
@@ -258,7 +248,7 @@ class Evaluator:
         unique = list(queries)
         values: dict[Query, float | None] = {}
         for i in range(0, len(unique), QUERY_CHUNK):
-            values.update(await repository.kpi_values(session, unique[i : i + QUERY_CHUNK]))
+            values.update(await store.kpis.kpi_values(session, unique[i : i + QUERY_CHUNK]))
         return values
 
     def _step_rule(
@@ -331,31 +321,28 @@ class Evaluator:
         result: CycleResult,
     ) -> None:
         readings = await read_goals(session, config, at)
-        rows = []
+        rows: dict[str, GoalStatusRecord] = {}
         for name, reading in readings.items():
             goal, period, pace = reading.goal, reading.period, reading.pace
-            last = self.goal_statuses.get(name)
-            if last is None or last[0] != pace.status.value or last[1] != period.start:
-                rows.append(
-                    {
-                        "goal": name,
-                        "period_start": period.start,
-                        "period_end": period.end,
-                        "status": pace.status.value,
-                        "value": pace.value,
-                        "target": pace.target,
-                        "expected": pace.expected,
-                        "projection": pace.projection,
-                        "evaluated_at": now,
-                    }
+            latest = LastStatus(pace.status.value, period.start)
+            if self.goal_statuses.get(name) != latest:
+                rows[name] = GoalStatusRecord(
+                    period_start=period.start,
+                    period_end=period.end,
+                    status=pace.status.value,
+                    value=pace.value,
+                    target=pace.target,
+                    expected=pace.expected,
+                    projection=pace.projection,
+                    evaluated_at=now,
                 )
-                result.goal_statuses[name] = (pace.status.value, period.start)
+                result.goal_statuses[name] = latest
             contributors: list[dict[str, Any]] = []
             if pace.status in BAD_GOAL_STATUSES:
                 contributors = await goal_contributors(session, config, goal, period, at)
             for status in BAD_GOAL_STATUSES:
                 self._step_goal(reading, status, contributors, now, result)
-        await repository.insert_goal_status(session, rows)
+        await store.goals.insert_goal_status(session, rows)
         counts = dict.fromkeys(pacing.GoalStatus, 0)
         for reading in readings.values():
             counts[reading.pace.status] += 1
@@ -433,8 +420,8 @@ class Evaluator:
             for r in view.values()
             if r.state.state is State.firing or r.fingerprint in notified_fps
         ]
-        silencer = Silencer(tuple(await repository.active_silences(session, now)), now)
-        acks = Acknowledger(await repository.acked_fingerprints(session)) if candidates else None
+        silencer = Silencer(tuple(await store.silences.active_silences(session, now)), now)
+        acks = Acknowledger(await store.alerts.acked_fingerprints(session)) if candidates else None
         members: dict[tuple[str, str], list[GroupAlert]] = defaultdict(list)
         labels_of: dict[tuple[str, str], dict[str, str]] = {}
         for record in candidates:
@@ -459,7 +446,7 @@ class Evaluator:
             spec = config.channels.get(channel_name)
             if spec is None:
                 if group is not None:
-                    await repository.delete_group(session, channel_name, group_key)
+                    await store.groups.delete_group(session, channel_name, group_key)
                     result.groups[key] = None
                 continue
             has_firing = any(a.status is Status.firing for a in alerts)
@@ -473,10 +460,10 @@ class Evaluator:
                 group = await self._flush(session, channel_name, group, flush, now, result)
             if not group.notified and not has_firing:
                 if key in self.groups:
-                    await repository.delete_group(session, channel_name, group_key)
+                    await store.groups.delete_group(session, channel_name, group_key)
                 result.groups[key] = None
             elif key in result.groups or group != self.groups.get(key):
-                await repository.save_group(session, _group_row(group))
+                await store.groups.save_group(session, group)
                 result.groups[key] = group
 
     async def _flush(
@@ -495,7 +482,7 @@ class Evaluator:
         # by a later notification (a group deleted and created again restarts its seq).
         key = uuid.uuid4().hex
         payload = webhook_payload(channel, group, flush, key, self.external_url)
-        await repository.enqueue_delivery(
+        await store.outbox.enqueue_delivery(
             session,
             channel=channel,
             group_key=group.group_key,
@@ -537,15 +524,3 @@ def _project(
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
-
-
-def _group_row(group: GroupState) -> dict[str, Any]:
-    return {
-        "channel": group.channel,
-        "group_key": group.group_key,
-        "group_labels": dict(group.group_labels),
-        "created_at": group.created_at,
-        "last_flush_at": group.last_flush_at,
-        "notified": sorted([fp, ep] for fp, ep in group.notified),
-        "seq": group.seq,
-    }

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.alerts import metrics, repository
+from services.alerts import metrics, store
 from services.alerts.delivery import Deliverer
 from services.alerts.evaluator import Evaluator
 from services.alerts.leader import leadership
@@ -84,7 +84,7 @@ class Worker:
         settings = self.settings
         session = AsyncSession(bind=conn, expire_on_commit=False)
         async with session.begin():
-            epoch = await repository.take_lease(session, LEASE_NAME, self.holder)
+            epoch = await store.lease.take_lease(session, LEASE_NAME, self.holder)
             await self.evaluator.load(session, datetime.now(UTC))
         self.leading = True
         metrics.LEADER.set(1)
@@ -157,7 +157,7 @@ class Worker:
                         session, now, rules=rules, goals=goals, purge_before=purge
                     )
                     if clock >= next_heartbeat:
-                        await repository.heartbeat_lease(session, LEASE_NAME, self.holder)
+                        await store.lease.heartbeat_lease(session, LEASE_NAME, self.holder)
                         next_heartbeat = clock + settings.alerts_lease_heartbeat_seconds
             except DBAPIError as exc:
                 if exc.connection_invalidated or isinstance(exc, OperationalError):

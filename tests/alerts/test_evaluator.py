@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.alerts import repository
+from services.alerts import store
 from services.alerts.evaluator import CycleResult, Evaluator
 from services.alerts.silence import Matcher
 from shared.config.store import delete_spec
@@ -62,7 +62,10 @@ def payloads(db: psycopg.Connection[Any]) -> list[dict[str, Any]]:
 
 
 async def test_goal_falling_behind_notifies_once_with_its_gap_and_drivers(
-    apply_yaml: ApplyConfig, db: psycopg.Connection[Any], cycle: Cycle
+    apply_yaml: ApplyConfig,
+    db: psycopg.Connection[Any],
+    cycle: Cycle,
+    sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     now = datetime.now(UTC).replace(second=30, microsecond=0)
     today = now.date()
@@ -95,6 +98,14 @@ goals:
     assert goal["contributors"][0]["dims"] == {"source": "app"}
     history = db.execute("SELECT status FROM goal_status").fetchall()
     assert history == [("off_track",)]
+    # The row the API's goal history reads back is the one the cycle wrote.
+    async with transaction(sessions) as session:
+        (entry,) = await store.goals.goal_history(session, "revenue-push", 10)
+    assert (entry.status, entry.value, entry.target) == ("off_track", 500, 10000)
+    # From the start day to the end of the deadline day, which counts whole.
+    period = (entry.period_start.date(), entry.period_end.date())
+    assert period == (today - timedelta(days=1), today + timedelta(days=2))
+    assert entry.evaluated_at == now
 
 
 async def test_silence_and_acknowledgement(
@@ -115,7 +126,7 @@ rules:
     put_points(db, "orders", 9, dims={"source": "web"}, bucket=now)
     put_points(db, "orders", 9, dims={"source": "app"}, bucket=now)
     async with transaction(sessions) as session:
-        await repository.create_silence(
+        await store.silences.create_silence(
             session,
             [Matcher(name="source", value="app")],
             now - timedelta(minutes=1),
@@ -140,7 +151,7 @@ rules:
         or ()
     )
     async with transaction(sessions) as session:
-        await repository.acknowledge(session, fp, episode, "amy", "on it")
+        await store.alerts.acknowledge(session, fp, episode, "amy", "on it")
     await cycle(now + timedelta(seconds=130))
     assert len(payloads(db)) == 2
     # The resolve still goes out.

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, status
 from pydantic import ConfigDict, Field
 
-from services.alerts import repository
+from services.alerts import store
 from services.alerts.api import errors
 from services.alerts.api.deps import Reader, Session, Writer
 from services.alerts.api.errors import Unprocessable
+from services.alerts.store.alerts import AlertView
+from services.alerts.store.outbox import NotificationRecord
 from shared.text import RefusesNul
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
@@ -31,11 +33,11 @@ async def list_alerts(
     _: Reader,
     state: Annotated[list[str] | None, Query()] = None,
     limit: int = Query(500, ge=1, le=10_000),
-) -> list[dict[str, Any]]:
+) -> list[AlertView]:
     allowed = {"pending", "firing", "resolved"}
     if state and not set(state) <= allowed:
         raise Unprocessable([("state", f"each must be one of {sorted(allowed)}")])
-    return await repository.list_alerts(session, states=state, limit=limit)
+    return await store.alerts.list_alerts(session, states=state, limit=limit)
 
 
 @router.post(
@@ -49,19 +51,23 @@ async def acknowledge(
     _: Writer,
     body: Annotated[AckIn | None, Body()] = None,
 ) -> dict[str, Any]:
-    found = await repository.alert_episode(session, alert_id)
+    found = await store.alerts.alert_episode(session, alert_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {alert_id}")
-    fingerprint, episode, state = found
-    if state not in ("pending", "firing"):
-        raise HTTPException(status.HTTP_409_CONFLICT, f"alert {alert_id} is {state}")
+    if found.state not in ("pending", "firing"):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"alert {alert_id} is {found.state}")
     ack = body or AckIn()
-    await repository.acknowledge(session, fingerprint, episode, ack.by, ack.comment)
-    return {"id": alert_id, "fingerprint": fingerprint, "episode": episode, "acknowledged": True}
+    await store.alerts.acknowledge(session, found.fingerprint, found.episode, ack.by, ack.comment)
+    return {
+        "id": alert_id,
+        "fingerprint": found.fingerprint,
+        "episode": found.episode,
+        "acknowledged": True,
+    }
 
 
 @router.get("/notifications", summary="Delivery attempts, newest first", responses=errors.READ)
 async def notifications(
     session: Session, _: Reader, limit: int = Query(200, ge=1, le=10_000)
-) -> list[dict[str, Any]]:
-    return await repository.list_notifications(session, limit=limit)
+) -> list[NotificationRecord]:
+    return await store.outbox.list_notifications(session, limit=limit)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
-from services.alerts import repository
+from services.alerts import store
 from services.alerts.api import errors
 from services.alerts.api.config import public
 from services.alerts.api.deps import Reader, Session
@@ -27,7 +27,7 @@ async def _readings(request: Request, session: Session) -> dict[str, GoalReading
     config = await cache.refresh(session)
     now = datetime.now(UTC)
     topic = request.app.state.settings.events_topic
-    at = judgement_time(now, await repository.watermark(session, topic))
+    at = judgement_time(now, await store.kpis.watermark(session, topic))
     return await read_goals(session, config, at)
 
 
@@ -63,5 +63,5 @@ async def get_goal(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no goal named {name!r}")
     reading = readings.get(name)
     view = _view(reading) if reading else {**public(goal), "status": None}
-    view["history"] = await repository.goal_history(session, name, history)
+    view["history"] = await store.goals.goal_history(session, name, history)
     return view

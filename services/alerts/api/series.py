@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, HTTPException, Query, status
 
-from services.alerts import repository
+from services.alerts import store
 from services.alerts.api import errors
 from services.alerts.api.deps import Reader, Session
 from services.alerts.api.errors import Unprocessable
@@ -63,7 +63,7 @@ async def series(
         if unknown:
             raise Unprocessable([(f"dims.{d}", f"{name} has no dimension {d!r}") for d in unknown])
         parsed = raw
-    points = await repository.kpi_series(session, name, t_from, t_to, step_delta, parsed)
+    points = await store.kpis.kpi_series(session, name, t_from, t_to, step_delta, parsed)
     return {
         "kpi": name,
         "from": t_from,

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alerts import repository
+from services.alerts import store
 from services.alerts.config import Config
 from services.alerts.evaluation import goals as pacing
 from services.alerts.evaluation.rules import Query, dims_key, label_name
@@ -66,7 +66,7 @@ async def read_goals(session: AsyncSession, config: Config, at: datetime) -> dic
             continue
         plans[name] = (goal, period, _goal_queries(goal, kpi, period, at))
     queries = [q for _, _, qs in plans.values() for q in qs if q is not None]
-    values = await repository.kpi_values(session, list(dict.fromkeys(queries)))
+    values = await store.kpis.kpi_values(session, list(dict.fromkeys(queries)))
     out = {}
     for name, (goal, period, (to_date, previous, shape)) in plans.items():
         pace = pacing.pace(
@@ -95,7 +95,7 @@ async def goal_contributors(
     elapsed = period.elapsed(at)
     t_to = min(at, period.end)
     prev_to = period.previous_at(elapsed)
-    present = await repository.dimension_values(
+    present = await store.kpis.dimension_values(
         session, sorted(config.bases(goal.kpi)), period.previous_start, t_to
     )
     values = sorted({d[field_name] for d in present if field_name in d})[:50]
@@ -108,7 +108,7 @@ async def goal_contributors(
             Query(goal.kpi, period.start, t_to, dims),
             Query(goal.kpi, period.previous_start, prev_to, dims),
         )
-    read = await repository.kpi_values(session, [q for pair in queries.values() for q in pair])
+    read = await store.kpis.kpi_values(session, [q for pair in queries.values() for q in pair])
     current = {v: read.get(q[0]) or 0.0 for v, q in queries.items()}
     previous = {v: read.get(q[1]) or 0.0 for v, q in queries.items()}
     top = pacing.top_contributors(current, previous, goal.direction)
