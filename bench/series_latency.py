@@ -66,7 +66,7 @@ from shared.config.kpis import KpiSpec
 from shared.config.store import spec_json
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
-from shared.timescaledb import refresh_aggregate
+from shared.timescaledb import AGGREGATES, refresh_aggregate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "series_latency.json"
@@ -94,7 +94,6 @@ DIMS = (
 SERIES = ((7, "1 hour"), (30, "6 hours"), (30, "1 day"), (90, "1 day"))
 VALUES = (7, 30, 90)
 PATHS = ("timescaledb", "minutes", "sql")
-AGGREGATES = ("kpi_points_hourly", "kpi_points_daily")
 
 # Orders per minute follow a daily wave (1 to ~14); revenue is 25-75 per order.
 _FILL = """

@@ -59,7 +59,7 @@ from shared.config.store import apply_config
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
-from shared.timescaledb import refresh_aggregate
+from shared.timescaledb import AGGREGATES, refresh_aggregate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "storage.json"
@@ -75,7 +75,6 @@ OTHER_TABLES = (
     "kpi_retention_cohorts",
     "kpi_retention_returns",
 )
-AGGREGATES = ("kpi_points_hourly", "kpi_points_daily")
 SEED = 7
 
 

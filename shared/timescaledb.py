@@ -3,20 +3,27 @@ the policy jobs (compression, retention, continuous-aggregate refresh) with thei
 
 Read by `pacekeeper db-status` (which `make infra-up` calls to prove the policies run), by
 the demo's start-up lines, and by the tests that watch the background scheduler. Also the
-two operations on a schema's aggregates and jobs that must cooperate with the scheduler:
-refreshing an aggregate by hand, and dropping a schema.
+operations on a schema's aggregates and jobs that must cooperate with the scheduler:
+refreshing aggregates (by hand, or after a backfill rewrote history) and dropping a schema.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, text
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from shared.db import make_sync_engine
 from shared.settings import BaseServiceSettings
@@ -119,6 +126,30 @@ def wait_for_policies(
         time.sleep(poll)
 
 
+# The continuous aggregates over kpi_points and their bucket widths in seconds.
+AGGREGATES: dict[str, int] = {"kpi_points_hourly": 3600, "kpi_points_daily": 86400}
+
+_REFRESH = "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)"
+_EXISTS = "SELECT to_regclass(%s)"
+
+
+def _while_policy_refreshes(within: float) -> dict[str, Any]:
+    """TimescaleDB refuses a refresh while a policy job refreshes the same aggregate instead
+    of waiting for it, and a new policy starts at once: wait and try again (a job ends in
+    seconds). SQLAlchemy wraps the driver's error, so look at the cause too."""
+
+    def busy(exc: BaseException) -> bool:
+        cause = getattr(exc, "orig", exc)
+        return isinstance(cause, psycopg.errors.LockNotAvailable)
+
+    return {
+        "retry": retry_if_exception(busy),
+        "wait": wait_random_exponential(multiplier=0.2, max=5),
+        "stop": stop_after_delay(within),
+        "reraise": True,
+    }
+
+
 def refresh_aggregate(
     conn: psycopg.Connection[Any],
     view: str,
@@ -128,19 +159,29 @@ def refresh_aggregate(
     within: float = 120.0,
 ) -> None:
     """CALL refresh_continuous_aggregate over [lo, hi) (None: unbounded) on an autocommit
-    connection. TimescaleDB refuses a refresh while a policy job refreshes the same
-    aggregate instead of waiting for it, and a new policy starts at once: wait and retry."""
-    for attempt in Retrying(
-        retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
-        wait=wait_random_exponential(multiplier=0.2, max=5),
-        stop=stop_after_delay(within),
-        reraise=True,
-    ):
+    connection."""
+    for attempt in Retrying(**_while_policy_refreshes(within)):
         with attempt:
-            conn.execute(
-                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
-                (view, lo, hi),
-            )
+            conn.execute(_REFRESH, (view, lo, hi))
+
+
+async def rematerialize(
+    engine: AsyncEngine, lo: datetime, hi: datetime, *, within: float = 600.0
+) -> None:
+    """On TimescaleDB, refresh every aggregate over [lo, hi) after its underlying minutes
+    were rewritten (plain PostgreSQL has none). A refresh only rewrites buckets wholly
+    inside its window, so the window is widened to whole buckets: the edge hour or day is
+    partly recomputed too."""
+    async with engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        for view, width in AGGREGATES.items():
+            if (await autocommit.exec_driver_sql(_EXISTS, (view,))).scalar() is None:
+                continue
+            start = datetime.fromtimestamp(lo.timestamp() // width * width, UTC)
+            end = datetime.fromtimestamp(-(-hi.timestamp() // width) * width, UTC)
+            async for attempt in AsyncRetrying(**_while_policy_refreshes(within)):
+                with attempt:
+                    await autocommit.exec_driver_sql(_REFRESH, (view, start, end))
 
 
 _SCHEMA_JOBS = text(

@@ -18,11 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
-
 from services.aggregator import repository
 from services.aggregator.catalog import compile_catalog
 from services.aggregator.definitions import Definitions
@@ -31,6 +26,7 @@ from services.aggregator.rollup import fold, rollup
 from shared.config.kpis import DERIVED_KINDS
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.settings import BaseServiceSettings
+from shared.timescaledb import rematerialize
 
 log = logging.getLogger(__name__)
 ALIGN = timedelta(minutes=15)
@@ -116,47 +112,7 @@ async def backfill(
             total += len(events)
             if progress is not None:
                 progress(done, len(plan), len(events))
-        await _refresh_continuous_aggregates(engine, plan[0][0], plan[-1][1])
+        await rematerialize(engine, plan[0][0], plan[-1][1])
         return Result(kpi, plan[0][0], plan[-1][1], total, len(plan))
     finally:
         await engine.dispose()
-
-
-async def _refresh_continuous_aggregates(engine: object, lo: datetime, hi: datetime) -> None:
-    """On TimescaleDB, re-materialize the hourly and daily aggregates over the recomputed
-    range. A refresh only rewrites buckets wholly inside its window, so the window is
-    widened to whole buckets: the edge hour or day is partly recomputed too."""
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    assert isinstance(engine, AsyncEngine)
-    async with engine.connect() as conn:
-        views = [
-            (view, width)
-            for view, width in (("kpi_points_hourly", 3600), ("kpi_points_daily", 86400))
-            if (await conn.execute(text("SELECT to_regclass(:v)"), {"v": view})).scalar()
-        ]
-        await conn.commit()
-        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        for view, width in views:
-            start = lo.timestamp() // width * width
-            end = -(-hi.timestamp() // width) * width
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_concurrent_refresh),
-                wait=wait_random_exponential(multiplier=0.2, max=5),
-                stop=stop_after_delay(600),
-                reraise=True,
-            ):
-                with attempt:
-                    await autocommit.execute(
-                        text(f"CALL refresh_continuous_aggregate('{view}', :lo, :hi)"),
-                        {
-                            "lo": datetime.fromtimestamp(start, UTC),
-                            "hi": datetime.fromtimestamp(end, UTC),
-                        },
-                    )
-
-
-def _concurrent_refresh(exc: BaseException) -> bool:
-    """A refresh policy job is refreshing the same aggregate: TimescaleDB refuses a second
-    refresh instead of waiting, so wait and try again (its job ends in seconds)."""
-    return isinstance(exc, DBAPIError) and isinstance(exc.orig, psycopg.errors.LockNotAvailable)
