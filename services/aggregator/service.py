@@ -86,7 +86,7 @@ class Aggregator:
         self._tasks.append(asyncio.create_task(self._purge_dedupe()))
         self._relay = UpdateRelay(self._sessions, self._producer, s.kpi_updates_topic)
         self._relay.wake()  # what a previous process committed but did not send
-        self._tasks.append(asyncio.create_task(self._relay.run()))
+        self._tasks.append(asyncio.create_task(self._relay.run(self.stopping)))
         await self._consumer.start()
         log.info(
             "aggregator started",

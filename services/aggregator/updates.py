@@ -25,6 +25,7 @@ from services.aggregator.records import US_PER_MINUTE, from_us, to_us
 from services.aggregator.rollup import SLOT_US, Rollup
 from shared.db import transaction
 from shared.kpi_updates import encode_update
+from shared.retry import Abandoned, until_stopped
 
 log = logging.getLogger(__name__)
 _DAY_US = 86_400_000_000
@@ -131,27 +132,31 @@ class UpdateRelay:
         while await self.flush() == self._limit:
             pass
 
-    async def run(self) -> None:
-        delay = 0.5
-        while True:
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Relay whenever woken, and every `interval` for rows another process left behind;
+        a failed round is retried with backoff until it works or shutdown begins."""
+        while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
             self._wake.clear()
-            try:
-                await self.drain()
-                delay = 0.5
-                continue
-            except RELAY_ERRORS as exc:
-                log.warning(
-                    "kpi updates not relayed, retrying",
-                    extra={"error": str(exc).splitlines()[0] if str(exc) else repr(exc)},
+            with contextlib.suppress(Abandoned):
+                await until_stopped(
+                    self.drain,
+                    what="kpi updates not relayed",
+                    stopping=stopping,
+                    log=log,
+                    base=0.5,
+                    cap=self._interval,
+                    on_failure=_relay_failed,
                 )
-            except Exception:  # a dead relay would queue updates for ever
-                log.exception("kpi updates relay failed unexpectedly, retrying")
-            metrics.kpi_update_relay_failures.inc()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._interval)
-            self._wake.set()
+
+
+def _relay_failed(error: BaseException) -> None:
+    metrics.kpi_update_relay_failures.inc()
+    # Every error is retried, since a dead relay would queue updates for ever; one that is
+    # not a known transient failure gets its traceback logged.
+    if not isinstance(error, RELAY_ERRORS):
+        log.error("kpi updates relay failed unexpectedly", exc_info=error)
 
 
 def message(kpi: str, lo: int, hi: int) -> bytes:

@@ -169,7 +169,7 @@ class _FailsOnce(UpdateRelay):
 @pytest.mark.parametrize("error", [ValueError("bad"), KafkaError("down"), OSError("reset")])
 async def test_the_relay_keeps_going_after_a_failed_round(error: Exception) -> None:
     relay = _FailsOnce(error)
-    running = asyncio.create_task(relay.run())
+    running = asyncio.create_task(relay.run(asyncio.Event()))
     try:
         await asyncio.wait_for(relay.drained.wait(), timeout=5)
     finally:
