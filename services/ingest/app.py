@@ -1,4 +1,5 @@
-"""The ingest ASGI app: the lifespan builds the engine, the producer and the caches."""
+"""The ingest ASGI app: where every request enters, and the lifespan that builds the
+engine, the producer and the caches."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from services.ingest import keys
+from services.ingest import keys, ops
 from services.ingest.auth import KeyCache, Lookup
-from services.ingest.endpoints import router
-from services.ingest.handler import INGEST_ROUTES, IngestEndpoint, IngestState
+from services.ingest.handler import Answer, IngestState, ingest, problem
 from services.ingest.metrics import MetricsMiddleware
+from services.ingest.openapi import document
 from services.ingest.publisher import Publisher
 from services.ingest.ratelimit import RateLimiter
-from services.ingest.schemas import SECURITY_SCHEMES
+from services.ingest.routes import INGEST_ROUTES
 from services.ingest.settings import IngestSettings
 from shared.db import make_engine
 from shared.events import TimePolicy
@@ -41,11 +42,12 @@ def _key_lookup(engine: AsyncEngine) -> Lookup:
 
 
 class IngestAPI(FastAPI):
-    """FastAPI for the OpenAPI document, health and metrics; the ingest POSTs go straight to
-    `IngestEndpoint`. FastAPI's per-request layers (telemetry, body limit, dependency
-    solving, query parsing, response objects) cost more CPU than the ingest itself:
-    single events went from 1,440 to 2,870 req/s on one core when bypassed (closed loop,
-    32 keep-alive connections, loopback)."""
+    """Every request enters here. An ingest POST (a path in `INGEST_ROUTES`) goes straight
+    to `IngestEndpoint`, another method on those paths gets 405; everything else (health,
+    readiness, metrics, the OpenAPI document) goes through FastAPI. Why: FastAPI's
+    per-request layers (telemetry, body limit, dependency solving, query parsing, response
+    objects) cost more CPU than the ingest itself: single events went from 1,440 to 2,870
+    req/s on one core when bypassed (closed loop, 32 keep-alive connections, loopback)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -59,10 +61,61 @@ class IngestAPI(FastAPI):
         await self._measured(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in INGEST_ROUTES:
-            await self._ingest(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] in INGEST_ROUTES:
+            if scope["method"] == "POST":
+                await self._ingest(scope, receive, send)
+            else:
+                await _answer(send, _POST_ONLY)
         else:
             await super().__call__(scope, receive, send)
+
+
+_POST_ONLY = problem(405, "method_not_allowed", "send events with POST", headers={"Allow": "POST"})
+
+
+class IngestEndpoint:
+    """The ingest POSTs as plain ASGI: the route's reader and `handler.ingest`, the answer
+    written as two ASGI messages. `owner` is the app whose lifespan built the state."""
+
+    def __init__(self, owner: FastAPI) -> None:
+        self.owner = owner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = INGEST_ROUTES[scope["path"]]
+        state: IngestState = self.owner.state.ingest
+        # ASGI header names are lower-case already; a repeated header keeps its last value.
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        try:
+            answer = await ingest(state, route, headers, _chunks(receive))
+        except ClientDisconnect:
+            return  # nobody is left to answer
+        await _answer(send, answer)
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        body: bytes = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
+async def _answer(send: Send, answer: Answer) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(answer.body)).encode()),
+    ]
+    headers.extend(
+        (name.lower().encode(), value.encode()) for name, value in answer.headers.items()
+    )
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 def create_app(settings: IngestSettings | None = None) -> IngestAPI:
@@ -114,15 +167,11 @@ def create_app(settings: IngestSettings | None = None) -> IngestAPI:
         lifespan=lifespan,
         redoc_url=None,
     )
-    app.include_router(router)
+    app.include_router(ops.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
-            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-            app.openapi_schema = schema
+            app.openapi_schema = document(app)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override

@@ -1,23 +1,16 @@
 """The ingest flow for one request: authenticate, read and parse the body, validate,
 rate-limit, publish, answer. Every refusal is a problem document with a status from the
-contract; nothing here answers 500.
-
-`IngestEndpoint` serves the ingest routes as plain ASGI, ahead of FastAPI's machinery
-(see `app.IngestAPI`). The FastAPI routes in `endpoints.py` call the same `ingest()` and
-carry the OpenAPI description.
+contract; nothing here answers 500. `app.IngestEndpoint` calls it for every ingest POST.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
 
 from services.ingest import parsing
 from services.ingest.auth import KeyCache, KeyStoreUnavailable, credentials
@@ -26,22 +19,16 @@ from services.ingest.metrics import (
     REQUEST_BYTES,
     events_accepted,
 )
-from services.ingest.parsing import Candidate, Format, Rejection
+from services.ingest.parsing import Rejection
 from services.ingest.publisher import BrokerUnavailable, Publisher
 from services.ingest.ratelimit import RateLimiter, retry_after_header
+from services.ingest.routes import Headers, IngestRoute
 from services.ingest.settings import IngestSettings
 from shared.events import FieldError, TimePolicy, utcnow
 
 log = logging.getLogger(__name__)
 
 _WWW_AUTHENTICATE = 'Bearer realm="pacekeeper", Basic realm="pacekeeper"'
-
-Headers = Mapping[str, str]
-
-
-class HasState(Protocol):
-    @property
-    def state(self) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +65,6 @@ def problem(
     if errors is not None:
         body["errors"] = [error.as_dict() for error in errors]
     return Answer(status, orjson.dumps(body), headers or {})
-
-
-@dataclass(frozen=True, slots=True)
-class IngestRoute:
-    """How one path reads its body: which formats, and how to map them onto events."""
-
-    select_format: Callable[[Headers], Format]
-    parse: Callable[[Headers, bytes, datetime, Format], list[Candidate]]
 
 
 async def ingest(
@@ -174,112 +153,3 @@ def _rate_limited(wait: float) -> Answer:
         "over this key's rate limit; retry later",
         headers={"Retry-After": retry_after_header(wait)},
     )
-
-
-# --- the routes ----------------------------------------------------------------------------
-
-
-def _events_format(headers: Headers) -> Format:
-    return parsing.events_format(
-        headers.get("content-type"), cloudevent_headers="ce-specversion" in headers
-    )
-
-
-def _parse_events(
-    headers: Headers, body: bytes, received_at: datetime, fmt: Format
-) -> list[Candidate]:
-    if fmt is Format.NDJSON:
-        return parsing.parse_ndjson(body)
-    if fmt is Format.CLOUDEVENT:
-        return parsing.parse_cloudevent(body, received_at=received_at)
-    if fmt is Format.CLOUDEVENTS_BATCH:
-        return parsing.parse_cloudevents_batch(body, received_at=received_at)
-    if fmt is Format.CLOUDEVENT_BINARY:
-        return parsing.parse_cloudevent_binary(
-            body,
-            parsing.cloudevent_attributes(headers),
-            content_type=headers.get("content-type"),
-            received_at=received_at,
-        )
-    return parsing.parse_events(body)
-
-
-def _segment_format(batch: bool) -> Callable[[Headers], Format]:
-    def select(headers: Headers) -> Format:
-        return parsing.segment_format(headers.get("content-type"), batch=batch)
-
-    return select
-
-
-def _parse_segment_call(call: str) -> Callable[[Headers, bytes, datetime, Format], list[Candidate]]:
-    def parse(headers: Headers, body: bytes, received_at: datetime, fmt: Format) -> list[Candidate]:
-        return parsing.parse_segment(body, call=call, received_at=received_at)
-
-    return parse
-
-
-def _parse_segment_batch(
-    headers: Headers, body: bytes, received_at: datetime, fmt: Format
-) -> list[Candidate]:
-    return parsing.parse_segment_batch(body, received_at=received_at)
-
-
-SEGMENT_CALL_PATHS = tuple(f"/v1/{call}" for call in sorted(parsing.SEGMENT_CALLS))
-
-INGEST_ROUTES: dict[str, IngestRoute] = {
-    "/v1/events": IngestRoute(_events_format, _parse_events),
-    "/v1/batch": IngestRoute(_segment_format(batch=True), _parse_segment_batch),
-    **{
-        path: IngestRoute(_segment_format(batch=False), _parse_segment_call(path[4:]))
-        for path in SEGMENT_CALL_PATHS
-    },
-}
-
-
-# --- plain ASGI in front of FastAPI --------------------------------------------------------
-
-
-async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        body: bytes = message.get("body", b"")
-        if body:
-            yield body
-        if not message.get("more_body", False):
-            return
-
-
-def raw_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(answer.body)).encode()),
-    ]
-    headers.extend(
-        (name.lower().encode(), value.encode()) for name, value in answer.headers.items()
-    )
-    return headers
-
-
-class IngestEndpoint:
-    """The ingest POSTs as one plain ASGI app; `owner` is the app whose lifespan built the state."""
-
-    def __init__(self, owner: HasState) -> None:
-        self.owner = owner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = INGEST_ROUTES[scope["path"]]
-        state: IngestState = self.owner.state.ingest
-        # ASGI header names are lower-case already; a repeated header keeps its last value.
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
-        }
-        try:
-            answer = await ingest(state, route, headers, _chunks(receive))
-        except ClientDisconnect:
-            return  # nobody is left to answer
-        await send(
-            {"type": "http.response.start", "status": answer.status, "headers": raw_headers(answer)}
-        )
-        await send({"type": "http.response.body", "body": answer.body})

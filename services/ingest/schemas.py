@@ -1,7 +1,7 @@
 """What the OpenAPI document says about ingest's bodies and answers.
 
-Handlers read the raw body themselves (streamed, size-bounded, several formats), so the
-request bodies are described here as JSON Schema rather than bound to models.
+Ingest reads the raw body itself (streamed, size-bounded, several formats), so the request
+bodies are described here as JSON Schema rather than bound to models.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
 
 from shared.events import (
     MAX_EVENTS_PER_REQUEST,
@@ -115,11 +116,10 @@ SEGMENT_BATCH_SCHEMA: dict[str, Any] = {
 
 
 def request_body(content: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An OpenAPI Request Body object."""
     return {
-        "requestBody": {
-            "required": True,
-            "content": {media: {"schema": schema} for media, schema in content.items()},
-        }
+        "required": True,
+        "content": {media: {"schema": schema} for media, schema in content.items()},
     }
 
 
@@ -143,6 +143,12 @@ EVENTS_BODY = request_body(
 SEGMENT_BODY = request_body({"application/json": SEGMENT_MESSAGE_SCHEMA})
 SEGMENT_BATCH_BODY = request_body({"application/json": SEGMENT_BATCH_SCHEMA})
 
+_REF = "#/components/schemas/{model}"
+# The answer models as OpenAPI components (FieldProblem comes along inside Problem).
+ANSWER_SCHEMAS: dict[str, Any] = models_json_schema(
+    [(AcceptedAnswer, "serialization"), (Problem, "serialization")], ref_template=_REF
+)[1]["$defs"]
+
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "seconds to wait before retrying",
@@ -152,19 +158,24 @@ _RETRY_AFTER = {
 }
 
 
+def _answer(model: type[BaseModel], description: str) -> dict[str, Any]:
+    schema = {"$ref": _REF.format(model=model.__name__)}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 def _problem(description: str, **extra: Any) -> dict[str, Any]:
-    return {"model": Problem, "description": description, **extra}
+    return {**_answer(Problem, description), **extra}
 
 
-INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"model": AcceptedAnswer, "description": "every event acknowledged by Kafka"},
-    400: _problem("malformed JSON, NDJSON or gzip"),
-    401: _problem("missing, unknown or revoked API key"),
-    413: _problem("body over 512 KiB (decompressed) or more than 1000 events"),
-    415: _problem("unsupported Content-Type or Content-Encoding"),
-    422: _problem("invalid events, each named by index; nothing was published"),
-    429: _problem("over this key's rate limit", headers=_RETRY_AFTER),
-    503: _problem("Kafka (or the key store) unavailable; nothing accepted", headers=_RETRY_AFTER),
+INGEST_RESPONSES: dict[str, dict[str, Any]] = {
+    "202": _answer(AcceptedAnswer, "every event acknowledged by Kafka"),
+    "400": _problem("malformed JSON, NDJSON or gzip"),
+    "401": _problem("missing, unknown or revoked API key"),
+    "413": _problem("body over 512 KiB (decompressed) or more than 1000 events"),
+    "415": _problem("unsupported Content-Type or Content-Encoding"),
+    "422": _problem("invalid events, each named by index; nothing was published"),
+    "429": _problem("over this key's rate limit", headers=_RETRY_AFTER),
+    "503": _problem("Kafka (or the key store) unavailable; nothing accepted", headers=_RETRY_AFTER),
 }
 
 SECURITY: list[dict[str, list[str]]] = [{"bearerKey": []}, {"basicWriteKey": []}]

@@ -11,7 +11,7 @@ import pytest
 
 from services.ingest import parsing
 from services.ingest.parsing import Format, Rejection
-from shared.events import Accepted, TimePolicy
+from shared.events import Envelope, TimePolicy
 
 pytestmark = pytest.mark.unit
 
@@ -20,11 +20,11 @@ NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 def _validate(
     candidates: list[parsing.Candidate],
-) -> tuple[list[Accepted], list[dict[str, object]]]:
-    envelopes, errors = parsing.validate(
+) -> tuple[list[Envelope], list[dict[str, object]]]:
+    accepted, errors = parsing.validate(
         candidates, source="web-shop", received_at=NOW, policy=TimePolicy()
     )
-    return envelopes, [error.as_dict() for error in errors]
+    return [a.envelope() for a in accepted], [error.as_dict() for error in errors]
 
 
 async def _stream(*chunks: bytes) -> AsyncIterator[bytes]:
