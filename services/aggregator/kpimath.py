@@ -1,8 +1,8 @@
 """KPI values from aggregated state, in Python — the mirror of `kpi_value`/`kpi_series`.
 
-The SQL functions (`kpi_value`, `kpi_series`: created in migration 0004, made faster in
-0007 and 0010 with the same answers) are the definition that Grafana, the alerts service
-and the API use. This module states the same math over a `Rollup` so the property tests
+The SQL functions `kpi_value` and `kpi_series` (their current text, with every helper, is
+`shared/migrations/functions.sql`) are the definition that Grafana, the alerts service and
+the API use. This module states the same math over a `Rollup` so the property tests
 can check, without a database, that per-minute state is enough to answer every window
 exactly (tests/aggregator/test_kpimath.py), and so the SQL can be checked against the
 same oracle.

@@ -7,8 +7,9 @@ Negative values use the same bins of |v| under an `n` prefix, and |v| below
 by adding counts per key, which SQL does with `pk_sketch_merge` — so minutes roll up into
 any window without losing accuracy.
 
-The representation is part of the stored data: migration 0004 writes the same gamma into the
-SQL functions, and a unit test keeps the two in step.
+The representation is part of the stored data: the SQL functions carry the same gamma
+(`pk_sketch_value` in shared/migrations/functions.sql); tests/aggregator/test_sql_math.py
+keeps the two in step.
 """
 
 from __future__ import annotations
