@@ -196,7 +196,7 @@ async def _create_keys(sources: list[str]) -> dict[str, str]:
     import asyncio
     import os
 
-    from services.demo.orchestrator import create_key
+    from services.demo.processes import create_key
 
     values = await asyncio.gather(*(create_key(dict(os.environ), s) for s in sources))
     return dict(zip(sources, values, strict=True))

@@ -15,25 +15,28 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
 from services.demo.api import AlertsApi, metric_sum, scrape
+from services.demo.isolation import isolate
+from services.demo.processes import (
+    DemoError,
+    ServiceProcess,
+    child_env,
+    create_key,
+    revoke_key,
+    wait_ready,
+)
 from services.demo.receiver import Delivery, WebhookReceiver
 from services.demo.scorecard import Endpoints, ScorecardCollector, render
 from services.demo.sender import IngestSender, drive
@@ -48,189 +51,9 @@ from services.demo.simulator import (
 )
 from shared.config import PacekeeperConfig, load_config_text
 from shared.config.store import apply_config
-from shared.db import make_engine, make_sessionmaker, make_sync_engine, transaction
+from shared.db import make_engine, make_sessionmaker, transaction
 from shared.migrations import upgrade
-from shared.settings import EVENTS_TOPIC
 from shared.timescaledb import database_status
-from shared.timescaledb import drop_schema as drop_schema_with_jobs
-
-STOP_TIMEOUT = 15.0  # the services' own shutdown timeouts are 10 s
-
-
-class DemoError(RuntimeError):
-    pass
-
-
-def pacekeeper_command() -> list[str]:
-    """The CLI of this very installation (the venv's entry point beside its python)."""
-    beside = Path(sys.executable).with_name("pacekeeper")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("pacekeeper")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from services.cli import main; main()"]
-
-
-@dataclass
-class ServiceProcess:
-    name: str
-    env: Mapping[str, str]
-    log_path: Path
-    process: asyncio.subprocess.Process | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
-
-    async def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            *pacekeeper_command(),
-            "run",
-            self.name,
-            env=dict(self.env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=asyncio.subprocess.STDOUT,
-            # Its own session: Ctrl-C reaches only the demo, which stops services in order.
-            start_new_session=True,
-        )
-
-    @property
-    def exited(self) -> bool:
-        return self.process is not None and self.process.returncode is not None
-
-    async def stop(self) -> None:
-        process = self.process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def child_env(settings: DemoSettings, base: Mapping[str, str]) -> dict[str, str]:
-    env = dict(base)
-    # A livelier alerts service unless the caller chose its own tick.
-    env.setdefault("PACEKEEPER_ALERTS_TICK_SECONDS", str(settings.demo_alerts_tick_seconds))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    # The demo's webhook receiver listens on 127.0.0.1.
-    env.setdefault("PACEKEEPER_ALERTS_ALLOW_PRIVATE_TARGETS", "true")
-    return env
-
-
-async def create_key(env: Mapping[str, str], source: str) -> str:
-    """`pacekeeper keys create --source S` prints the key alone on its last line."""
-    process = await asyncio.create_subprocess_exec(
-        *pacekeeper_command(),
-        "keys",
-        "create",
-        "--source",
-        source,
-        env=dict(env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    lines = [line.strip() for line in out.decode().splitlines() if line.strip()]
-    if process.returncode != 0 or not lines:
-        raise DemoError(f"could not create an API key for {source}: {err.decode().strip()}")
-    return lines[-1]
-
-
-async def revoke_key(env: Mapping[str, str], key: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *pacekeeper_command(),
-        "keys",
-        "revoke",
-        key,
-        env=dict(env),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    await process.wait()
-
-
-async def wait_ready(
-    services: dict[str, ServiceProcess], urls: dict[str, str], limit: float
-) -> None:
-    """Until every service answers its health URL; fail fast when one exits."""
-    deadline = time.monotonic() + limit
-    pending = dict(urls)
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        while pending:
-            for name, url in list(pending.items()):
-                if services[name].exited:
-                    raise DemoError(
-                        f"{name} exited during start-up; its log ends with:\n"
-                        + services[name].tail()
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(url)).status_code == 200:
-                        del pending[name]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise DemoError(f"not ready after {limit:.0f} s: {', '.join(pending)}")
-            await asyncio.sleep(0.5)
-
-
-def drop_schema(settings: DemoSettings, schema: str) -> None:
-    engine = make_sync_engine(settings, application_name="pacekeeper-demo")
-    try:
-        with engine.connect() as conn:
-            drop_schema_with_jobs(conn, schema)
-    finally:
-        engine.dispose()
-
-
-async def drop_topics(settings: DemoSettings, prefix: str) -> None:
-    """Delete the topics of earlier demo runs (best effort: a broker that refuses is fine)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        await admin.start()
-        old = [t for t in await admin.list_topics() if t.startswith(f"{prefix}-")]
-        if old:
-            await admin.delete_topics(old)
-    except KafkaError:
-        pass
-    finally:
-        await admin.close()
-
-
-async def isolate(settings: DemoSettings) -> tuple[DemoSettings, dict[str, str]]:
-    """This run's schema and topics, fresh; and the environment that points services at them.
-
-    Kept when the caller chose its own (tests do), or when PACEKEEPER_DEMO_ISOLATE=false."""
-    if not settings.demo_isolate:
-        return settings, {}
-    updates: dict[str, str] = {}
-    if settings.database_schema is None:
-        await asyncio.to_thread(drop_schema, settings, settings.demo_schema)
-        updates["database_schema"] = settings.demo_schema
-    if settings.events_topic == EVENTS_TOPIC:
-        await drop_topics(settings, settings.demo_topic_prefix)
-        run = f"{settings.demo_topic_prefix}-{int(time.time())}"
-        updates |= {
-            "events_topic": f"{run}.events.v1",
-            "dlq_topic": f"{run}.events.dlq.v1",
-            "kpi_updates_topic": f"{run}.kpi-updates.v1",
-        }
-    env = {f"PACEKEEPER_{key.upper()}": value for key, value in updates.items()}
-    return settings.model_copy(update=updates), env
 
 
 async def apply_example(settings: DemoSettings, config: PacekeeperConfig) -> None:
