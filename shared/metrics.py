@@ -1,8 +1,17 @@
-"""Prometheus helpers: one registry per process and a `/metrics` response."""
+"""Prometheus helpers: one registry per process and a `/metrics` response.
+
+A service running as several worker processes (ingest) sets `PROMETHEUS_MULTIPROC_DIR`
+before they start: each worker then writes its values to files there, and `/metrics` on
+any of them answers the sum over all (prometheus-client's multiprocess mode)."""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Latency buckets in seconds, from sub-millisecond produce acks to multi-second batch commits.
 LATENCY_BUCKETS = (
@@ -25,5 +34,9 @@ SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 524288, 1048576)
 
 
 def render(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
-    """Body and content type for a `/metrics` endpoint."""
+    """Body and content type for a `/metrics` endpoint: every worker's values when the
+    service runs several."""
+    if registry is REGISTRY and os.environ.get(MULTIPROCESS_DIR_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST

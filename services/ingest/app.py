@@ -24,7 +24,7 @@ from services.ingest.ratelimit import RateLimiter
 from services.ingest.routes import INGEST_ROUTES
 from services.ingest.settings import IngestSettings
 from shared.db import make_engine
-from shared.events import TimePolicy
+from shared.events import MAX_EVENTS_PER_REQUEST, TimePolicy
 from shared.kafka import ensure_topics, make_producer
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,17 @@ async def _answer(send: Send, answer: Answer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
+def worker_share(settings: IngestSettings) -> RateLimiter:
+    """This process's share of every key's rate limit when N workers serve the port: the
+    kernel spreads a key's connections over the workers, and each enforces 1/N of the rate
+    (a burst still fits a full request). A key with a single connection gets 1/N."""
+    workers = max(1, settings.ingest_workers)
+    return RateLimiter(
+        rate=settings.ingest_rate_per_second / workers,
+        burst=max(settings.ingest_rate_burst // workers, MAX_EVENTS_PER_REQUEST),
+    )
+
+
 def create_app(settings: IngestSettings | None = None) -> IngestAPI:
     settings = settings or IngestSettings()
 
@@ -143,9 +154,7 @@ def create_app(settings: IngestSettings | None = None) -> IngestAPI:
                 app.state.ingest = IngestState(
                     settings=settings,
                     keys=KeyCache(_key_lookup(engine), ttl=settings.ingest_key_cache_ttl),
-                    limiter=RateLimiter(
-                        rate=settings.ingest_rate_per_second, burst=settings.ingest_rate_burst
-                    ),
+                    limiter=worker_share(settings),
                     publisher=publisher,
                     policy=TimePolicy(
                         allowed_lateness=settings.allowed_lateness,

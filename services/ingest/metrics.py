@@ -23,7 +23,13 @@ REQUEST_SECONDS = Histogram(
     ["route"],
     buckets=LATENCY_BUCKETS,
 )
-IN_FLIGHT = Gauge("pacekeeper_ingest_in_flight_requests", "Requests being handled now")
+# Across worker processes: the sum of live workers' in-flight requests, and "up" only while
+# every live worker believes the broker reachable.
+IN_FLIGHT = Gauge(
+    "pacekeeper_ingest_in_flight_requests",
+    "Requests being handled now",
+    multiprocess_mode="livesum",
+)
 REQUEST_BYTES = Histogram(
     "pacekeeper_ingest_request_bytes",
     "Decompressed request body size",
@@ -43,7 +49,11 @@ PRODUCE_SECONDS = Histogram(
     "Time for Kafka to acknowledge every event of a request",
     buckets=LATENCY_BUCKETS,
 )
-BROKER_UP = Gauge("pacekeeper_ingest_broker_up", "1 while the broker is believed reachable")
+BROKER_UP = Gauge(
+    "pacekeeper_ingest_broker_up",
+    "1 while the broker is believed reachable",
+    multiprocess_mode="livemin",
+)
 
 
 # `labels()` costs a lock and a dict lookup per call; children for a label set are cached.

@@ -26,6 +26,9 @@ class IngestSettings(BaseServiceSettings):
     ingest_linger_ms: int = Field(5, ge=0)
     ingest_topic_partitions: int = Field(6, ge=1)
     ingest_shutdown_timeout: float = Field(10.0, gt=0)
+    # Worker processes sharing the port; 0: one per core this process may run on. Each has
+    # its own producer, key cache and a 1/N share of every key's rate limit.
+    ingest_workers: int = Field(0, ge=0, le=64)
     # While the broker is known to be down, requests get 503 at once instead of queueing
     # sends; a probe looks again this often.
     ingest_broker_probe_interval: float = Field(1.0, gt=0)

@@ -1,5 +1,5 @@
-"""`pacekeeper run ingest` as a process: it serves, and on SIGTERM finishes in-flight work,
-flushes the producer and exits."""
+"""`pacekeeper run ingest` as a process, with one worker or several: it serves, and on
+SIGTERM finishes in-flight work, flushes the producers and exits."""
 
 from __future__ import annotations
 
@@ -26,11 +26,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 async def test_run_ingest_serves_then_shuts_down_gracefully(
-    service_env: dict[str, str], api_key: str, ingest_settings: IngestSettings, topics: Topics
+    service_env: dict[str, str],
+    api_key: str,
+    ingest_settings: IngestSettings,
+    topics: Topics,
+    workers: str,
 ) -> None:
     port = _free_port()
-    env = {**os.environ, **service_env, "PACEKEEPER_INGEST_PORT": str(port)}
+    env = {
+        **os.environ,
+        **service_env,
+        "PACEKEEPER_INGEST_PORT": str(port),
+        "PACEKEEPER_INGEST_WORKERS": workers,
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -68,7 +78,8 @@ async def test_run_ingest_serves_then_shuts_down_gracefully(
             process.kill()
     # Uvicorn re-raises the signal once shutdown is complete, so supervisors see why it ended.
     assert process.returncode in (0, -signal.SIGTERM)
-    assert b"ingest stopped: producer flushed and closed" in stderr
+    # Every worker flushed its producer.
+    assert stderr.count(b"ingest stopped: producer flushed and closed") == int(workers)
     # A request either finished (202) or got no answer at all: a new connection refused, or
     # the keep-alive race (the server closed an idle connection as the request was sent),
     # which a client retries and the (source, id) dedupe absorbs. Never an error status, and
