@@ -39,9 +39,17 @@ class CardinalityGuard:
         self, session: AsyncSession, state: Rollup, catalog: Catalog
     ) -> tuple[Admitted, Pending]:
         unknown: dict[tuple[str, int], list[str]] = defaultdict(list)
+        # The cached answers this batch relies on, taken before the first await: `clear()`
+        # may run while the batch waits on the database (the engine forgets every cache
+        # when any task opens a new connection), and a value read from the cache after that
+        # would look refused, and fold into __other__, though it was admitted long ago.
+        known: dict[tuple[str, int], set[str]] = {}
         for kpi, index, value in state.dim_values:
             slot = (kpi, index)
-            if value not in self._admitted[slot] and slot not in self._full:
+            cached = known.get(slot)
+            if cached is None:
+                cached = known[slot] = self._admitted[slot]
+            if value not in cached and slot not in self._full:
                 unknown[slot].append(value)
         pending = Pending()
         for slot in sorted(unknown):  # fixed lock order across processes
@@ -58,7 +66,7 @@ class CardinalityGuard:
             learned = pending.admitted.get((kpi, index))
             if learned is not None:
                 return value in learned
-            return value in self._admitted[(kpi, index)]
+            return value in known.get((kpi, index), ())
 
         return admitted, pending
 
