@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.ingest import keys
+from services.ingest.workers import available_cores
 from shared.db import make_engine
 from shared.events import Envelope, encode, message_key, utcnow
 from shared.kafka import make_producer
@@ -301,74 +302,52 @@ async def delete_topic(settings: BaseServiceSettings, topic: str) -> None:
         await admin.close()
 
 
-async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    load_before = load_average()
-    base = BaseServiceSettings()
-    run_id = uuid.uuid4().hex[:8]
-    topic = f"pacekeeper-bench-{run_id}.events.v1"
-    process: asyncio.subprocess.Process | None = None
-    url, key = args.url, args.key
-    if url is None:
-        # Our own ingest, on a topic and a schema of its own: the real events topic stays clean.
-        schema = "bench_ingest"
-        settings = BaseServiceSettings(database_schema=schema)
-        await asyncio.to_thread(upgrade, settings)
-        key = await create_bench_key(settings)
-        url = f"http://127.0.0.1:{args.port}"
-        env = {
-            **os.environ,
-            "PACEKEEPER_DATABASE_SCHEMA": schema,
-            "PACEKEEPER_EVENTS_TOPIC": topic,
-            "PACEKEEPER_INGEST_PORT": str(args.port),
-            "PACEKEEPER_INGEST_RATE_PER_SECOND": "10000000",
-            "PACEKEEPER_INGEST_RATE_BURST": "10000000",
-            "PACEKEEPER_LOG_LEVEL": "WARNING",
-            # Short deadlines, so slow clients are cut off and reconnect during the phase.
-            "PACEKEEPER_HTTP_HEADER_TIMEOUT_SECONDS": "2",
-            "PACEKEEPER_HTTP_BODY_TIMEOUT_SECONDS": "3",
-        }
-        pacekeeper = shutil.which("pacekeeper", path=str(Path(sys.executable).parent))
-        command = [pacekeeper] if pacekeeper else [sys.executable, "-m", "services.cli"]
-        process = await asyncio.create_subprocess_exec(*command, "run", "ingest", env=env)
-    else:
-        topic = args.topic
-    assert key is not None, "--key is required with --url"
-    client = HttpClient(url, key)
-    try:
-        await wait_ready(client)
-        n = args.max_requests
-        singles = [make_event(i) for i in range(n)]
-        batches = [[make_event(i * BATCH + j) for j in range(BATCH)] for i in range(n // 10)]
-        single_bodies = [orjson.dumps(e) for e in singles]
-        batch_bodies = [orjson.dumps(b) for b in batches]
+async def ingest_phases(
+    args: argparse.Namespace,
+    console: Console,
+    client: HttpClient,
+    singles: list[dict[str, Any]],
+    batches: list[list[dict[str, Any]]],
+    suffix: str,
+    *,
+    slow_clients: bool,
+) -> tuple[list[Phase], int]:
+    """The HTTP phases against one running ingest, names ending with `suffix`; and how
+    many slow connections the server cut off."""
+    await wait_ready(client)
+    single_bodies = [orjson.dumps(e) for e in singles]
+    batch_bodies = [orjson.dumps(b) for b in batches]
+    # Warm-up: connections, metadata, JIT-less but cache-warm paths.
+    await http_phase(client, "warmup", single_bodies[:500], 1, concurrency=8, seconds=2)
+    paced = f"ingest single @{args.rate:.0f}/s"
+    plan: list[tuple[str, Callable[[], Awaitable[Phase]]]] = [
+        (
+            "ingest single (closed loop)",
+            lambda: http_phase(
+                client,
+                f"ingest single{suffix}",
+                single_bodies[500:],
+                1,
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+            ),
+        ),
+        (
+            f"ingest single paced {args.rate:.0f} req/s",
+            lambda: http_phase(
+                client,
+                f"{paced}{suffix}",
+                single_bodies,
+                1,
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+                rate=args.rate,
+            ),
+        ),
+    ]
+    if slow_clients:
         slow = SlowClients(client, args.slow_clients)
-        # Warm-up: connections, metadata, JIT-less but cache-warm paths.
-        await http_phase(client, "warmup", single_bodies[:500], 1, concurrency=8, seconds=2)
-        phases = []
-        plan: list[tuple[str, Callable[[], Awaitable[Phase]]]] = [
-            (
-                "ingest single (closed loop)",
-                lambda: http_phase(
-                    client,
-                    "ingest single",
-                    single_bodies[500:],
-                    1,
-                    concurrency=args.concurrency,
-                    seconds=args.seconds,
-                ),
-            ),
-            (
-                f"ingest single paced {args.rate:.0f} req/s",
-                lambda: http_phase(
-                    client,
-                    f"ingest single @{args.rate:.0f}/s",
-                    single_bodies,
-                    1,
-                    concurrency=args.concurrency,
-                    seconds=args.seconds,
-                    rate=args.rate,
-                ),
-            ),
+        plan.append(
             (
                 f"ingest single paced {args.rate:.0f} req/s beside {args.slow_clients} slow"
                 " clients",
@@ -376,7 +355,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                     slow,
                     http_phase(
                         client,
-                        f"ingest single @{args.rate:.0f}/s + {args.slow_clients} slow",
+                        f"{paced} + {args.slow_clients} slow{suffix}",
                         single_bodies,
                         1,
                         concurrency=args.concurrency,
@@ -384,32 +363,105 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                         rate=args.rate,
                     ),
                 ),
+            )
+        )
+    plan.append(
+        (
+            "ingest batch of 100",
+            lambda: http_phase(
+                client,
+                f"ingest batch100{suffix}",
+                batch_bodies,
+                BATCH,
+                concurrency=args.batch_concurrency,
+                seconds=args.seconds,
             ),
-            (
-                "ingest batch of 100",
-                lambda: http_phase(
+        )
+    )
+    phases = []
+    for label, coro in plan:
+        console.log(f"running {label}{suffix}")
+        phases.append(await coro())
+    return phases, slow.cut if slow_clients else 0
+
+
+async def start_ingest(
+    args: argparse.Namespace, schema: str, topic: str, workers: int
+) -> asyncio.subprocess.Process:
+    """`pacekeeper run ingest`, as the README runs it, on our topic and schema."""
+    env = {
+        **os.environ,
+        "PACEKEEPER_DATABASE_SCHEMA": schema,
+        "PACEKEEPER_EVENTS_TOPIC": topic,
+        "PACEKEEPER_INGEST_PORT": str(args.port),
+        "PACEKEEPER_INGEST_WORKERS": str(workers),
+        "PACEKEEPER_INGEST_RATE_PER_SECOND": "10000000",
+        "PACEKEEPER_INGEST_RATE_BURST": "10000000",
+        "PACEKEEPER_LOG_LEVEL": "WARNING",
+        # Short deadlines, so slow clients are cut off and reconnect during the phase.
+        "PACEKEEPER_HTTP_HEADER_TIMEOUT_SECONDS": "2",
+        "PACEKEEPER_HTTP_BODY_TIMEOUT_SECONDS": "3",
+    }
+    pacekeeper = shutil.which("pacekeeper", path=str(Path(sys.executable).parent))
+    command = [pacekeeper] if pacekeeper else [sys.executable, "-m", "services.cli"]
+    return await asyncio.create_subprocess_exec(*command, "run", "ingest", env=env)
+
+
+def _worker_label(workers: int) -> str:
+    return " [1 worker]" if workers == 1 else f" [{workers} workers]"
+
+
+async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    load_before = load_average()
+    base = BaseServiceSettings()
+    run_id = uuid.uuid4().hex[:8]
+    topic = f"pacekeeper-bench-{run_id}.events.v1"
+    n = args.max_requests
+    singles = [make_event(i) for i in range(n)]
+    batches = [[make_event(i * BATCH + j) for j in range(BATCH)] for i in range(n // 10)]
+    cut = 0
+    phases: list[Phase] = []
+    cores = available_cores()
+    counts = sorted({cores if w == 0 else w for w in args.workers})
+    default = args.workers[-1] or cores  # the README's way: one worker per core
+    if args.url is not None:
+        assert args.key is not None, "--key is required with --url"
+        topic = args.topic
+        client = HttpClient(args.url, args.key)
+        phases, cut = await ingest_phases(
+            args, console, client, singles, batches, "", slow_clients=True
+        )
+        counts, suffixes = [], {0: ""}
+    else:
+        # Our own ingest, on a topic and a schema of its own: the real events topic stays clean.
+        schema = "bench_ingest"
+        settings = BaseServiceSettings(database_schema=schema)
+        await asyncio.to_thread(upgrade, settings)
+        key = await create_bench_key(settings)
+        client = HttpClient(f"http://127.0.0.1:{args.port}", key)
+        suffixes = {w: _worker_label(w) for w in counts}
+        for workers in counts:
+            process = await start_ingest(args, schema, topic, workers)
+            try:
+                measured, slow_cut = await ingest_phases(
+                    args,
+                    console,
                     client,
-                    "ingest batch100",
-                    batch_bodies,
-                    BATCH,
-                    concurrency=args.batch_concurrency,
-                    seconds=args.seconds,
-                ),
-            ),
-        ]
-        for label, coro in plan:
-            console.log(f"running {label}")
-            phases.append(await coro())
-    finally:
-        if process is not None:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 30)
+                    singles,
+                    batches,
+                    suffixes[workers],
+                    slow_clients=workers == default,
+                )
+                phases += measured
+                cut = max(cut, slow_cut)
+            finally:
+                process.terminate()
+                await asyncio.wait_for(process.wait(), 30)
     # Our ingest has stopped by now: the raw producer gets the CPU the ingest had.
-    raw_settings, raw_topic = base, topic
     console.log("running raw producer, single events")
     raw_single = await raw_phase(
-        raw_settings,
-        raw_topic,
+        base,
+        topic,
         "raw single",
         [[e] for e in envelopes(singles)],
         concurrency=args.concurrency,
@@ -417,8 +469,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     )
     console.log("running raw producer, batches of 100")
     raw_batch = await raw_phase(
-        raw_settings,
-        raw_topic,
+        base,
+        topic,
         "raw batch100",
         [envelopes(b) for b in batches],
         concurrency=args.batch_concurrency,
@@ -428,10 +480,11 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         await delete_topic(base, topic)
     phases += [raw_single, raw_batch]
     by_name = {p.name: p.summary() for p in phases}
-    single, batch = by_name["ingest single"], by_name["ingest batch100"]
-    paced = by_name[f"ingest single @{args.rate:.0f}/s"]
-    crowded = by_name[f"ingest single @{args.rate:.0f}/s + {args.slow_clients} slow"]
-    return {
+    main_suffix = suffixes.get(default, "")
+    single, batch = by_name[f"ingest single{main_suffix}"], by_name[f"ingest batch100{main_suffix}"]
+    paced = by_name[f"ingest single @{args.rate:.0f}/s{main_suffix}"]
+    crowded = by_name[f"ingest single @{args.rate:.0f}/s + {args.slow_clients} slow{main_suffix}"]
+    result: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(load_before),
         "command": " ".join(["bench/ingest.py", *sys.argv[1:]]),
@@ -443,13 +496,32 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "slow_clients": args.slow_clients,
             "http_header_timeout_seconds": 2,
             "http_body_timeout_seconds": 3,
+            "workers": counts,
+            "headline_workers": default,
         },
-        "slow_clients_cut_off": slow.cut,
+        "slow_clients_cut_off": cut,
         "p99_ratio_beside_slow_clients": round(crowded["p99_ms"] / paced["p99_ms"], 2),
         "phases": list(by_name.values()),
         "ratio_single": round(single["events_per_s"] / by_name["raw single"]["events_per_s"], 3),
         "ratio_batch": round(batch["events_per_s"] / by_name["raw batch100"]["events_per_s"], 3),
+        "targets": {"batch_events_per_s": 40_000, "single_requests_per_s": 6_500, "p99_ms": 50},
     }
+    if len(counts) > 1:
+        one, most = suffixes[counts[0]], suffixes[counts[-1]]
+        result["scaling"] = {
+            "workers": [counts[0], counts[-1]],
+            "single": round(
+                by_name[f"ingest single{most}"]["events_per_s"]
+                / by_name[f"ingest single{one}"]["events_per_s"],
+                2,
+            ),
+            "batch": round(
+                by_name[f"ingest batch100{most}"]["events_per_s"]
+                / by_name[f"ingest batch100{one}"]["events_per_s"],
+                2,
+            ),
+        }
+    return result
 
 
 def show(result: dict[str, Any], console: Console) -> None:
@@ -471,10 +543,18 @@ def show(result: dict[str, Any], console: Console) -> None:
         f"{machine['cpus']} CPUs, load average {machine['load_average_before'][0]} before,"
         f" {machine['load_average_after'][0]} after"
     )
+    workers = result["settings"]["headline_workers"]
     console.print(
-        f"ingest ÷ raw: single {result['ratio_single']:.0%},"
+        f"ingest ({workers} workers) ÷ raw: single {result['ratio_single']:.0%},"
         f" batch of 100 {result['ratio_batch']:.0%}"
     )
+    if "scaling" in result:
+        scaling = result["scaling"]
+        low, high = scaling["workers"]
+        console.print(
+            f"{high} workers ÷ {low}: single events {scaling['single']:.2f}x,"
+            f" batches of 100 {scaling['batch']:.2f}x"
+        )
     console.print(
         f"paced p99 beside {result['settings']['slow_clients']} slow clients ÷ alone:"
         f" {result['p99_ratio_beside_slow_clients']:.2f}"
@@ -494,6 +574,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="paced phase, requests/s")
     parser.add_argument("--slow-clients", type=int, default=200, help="for the crowded phase")
     parser.add_argument("--max-requests", type=int, default=60_000, help="per phase, at most")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="ingest worker counts to measure side by side; 0 is the default, one per core"
+        " (the last one is the headline, and the one measured beside slow clients)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     console = Console()
