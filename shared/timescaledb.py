@@ -184,34 +184,81 @@ async def rematerialize(
                     await autocommit.exec_driver_sql(_REFRESH, (view, start, end))
 
 
-_SCHEMA_JOBS = text(
+_JOBS_OF = text(
     "SELECT job_id, application_name FROM timescaledb_information.jobs"
     " WHERE hypertable_schema = :schema"
+    " AND (CAST(:relations AS text[]) IS NULL OR hypertable_name = ANY(:relations))"
 )
-_RUNNING = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(:names)")
+_PAUSE = text("SELECT alter_job(:id, scheduled => false)")
+_CANCEL = text(
+    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = ANY(:names)"
+)
+_DELETE = text("SELECT delete_job(:id)")
+# A worker is visible in pg_stat_activity under its job's name; in the moment between the
+# scheduler marking a run as started and the worker showing up, only job_stats tells.
+_RUNNING = text(
+    "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(:names))"
+    " + (SELECT count(*) FROM timescaledb_information.job_stats WHERE job_id = ANY(:ids)"
+    "    AND job_status = 'Running' AND last_run_started_at > now() - interval '10 seconds')"
+)
+
+
+def retire_jobs(
+    conn: Connection,
+    schema: str,
+    relations: tuple[str, ...] | None = None,
+    *,
+    within: float = 30.0,
+) -> None:
+    """Delete the policy jobs of `relations` in `schema` (None: all of them) once no run of
+    theirs is in flight. Call it before dropping what the jobs work on.
+
+    Dropping a continuous aggregate while its refresh policy runs, or is just starting, can
+    crash that worker (TimescaleDB 2.28.3: signal 11, which restarts the whole server). So
+    the jobs are paused and their runs cancelled first; the jobs are deleted only once no
+    run has been seen twice in a row, 0.1 s apart (the scheduler may still be launching a
+    run it chose before the pause). Commits as it goes; on an AUTOCOMMIT connection (an
+    Alembic autocommit block) every statement is its own transaction already."""
+    autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+    def fresh() -> None:  # end the transaction: the next read sees a new snapshot
+        if not autocommit:
+            conn.commit()
+
+    params = {"schema": schema, "relations": list(relations) if relations else None}
+    jobs = conn.execute(_JOBS_OF, params).all()
+    if not jobs:
+        return
+    names = [name for _id, name in jobs]
+    ids = [job_id for job_id, _name in jobs]
+    for job_id in ids:
+        conn.execute(_PAUSE, {"id": job_id})
+    fresh()
+    deadline = time.monotonic() + within
+    quiet = 0
+    while quiet < 2:
+        fresh()
+        if conn.execute(_RUNNING, {"names": names, "ids": ids}).scalar():
+            quiet = 0
+            conn.execute(_CANCEL, {"names": names})
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"policy jobs of schema {schema} still running: {names}")
+        else:
+            quiet += 1
+        if quiet < 2:
+            time.sleep(0.1)
+    for job_id in ids:
+        conn.execute(_DELETE, {"id": job_id})
+    fresh()
 
 
 def drop_schema(conn: Connection, schema: str, *, within: float = 30.0) -> None:
-    """DROP SCHEMA … CASCADE, its policy jobs deleted first and their running workers gone.
-
-    Dropping a continuous aggregate while its refresh policy runs can crash that worker
-    (TimescaleDB 2.28.3: signal 11, which restarts the whole server). delete_job cancels a
-    running worker; the drop waits until it has exited. Commits as it goes."""
+    """DROP SCHEMA … CASCADE, its policy jobs retired first (see `retire_jobs`)."""
     has_extension = conn.execute(
         text("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
     ).scalar()
     if has_extension:
-        jobs = conn.execute(_SCHEMA_JOBS, {"schema": schema}).all()
-        for job_id, _name in jobs:
-            conn.execute(text("SELECT delete_job(:id)"), {"id": job_id})
-        conn.commit()
-        names = [name for _id, name in jobs]
-        deadline = time.monotonic() + within
-        while names and conn.execute(_RUNNING, {"names": names}).scalar():
-            conn.rollback()  # a fresh snapshot of pg_stat_activity
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"policy jobs of schema {schema} still running: {names}")
-            time.sleep(0.1)
+        retire_jobs(conn, schema, within=within)
     quoted = conn.dialect.identifier_preparer.quote(schema)
     conn.execute(text(f"DROP SCHEMA IF EXISTS {quoted} CASCADE"))
     conn.commit()

@@ -13,7 +13,7 @@
 #   PACEKEEPER_KAFKA_PORT or KAFKA_PORT                        broker port (9092)
 #   PACEKEEPER_KAFKA_CONTROLLER_PORT or KAFKA_CONTROLLER_PORT  controller port (9094)
 #   KAFKA_HEAP_OPTS            JVM heap (default "-Xmx512m -Xms256m")
-#   KAFKA_START_TIMEOUT        seconds `up` waits for readiness (60)
+#   KAFKA_START_TIMEOUT        seconds `up` waits for readiness (180: a broker recovering many logs after an unclean stop is slow)
 #   KAFKA_STOP_TIMEOUT         seconds `down` waits before SIGKILL (30)
 #
 # Each broker port gets its own folder (<state>/kafka/broker-<port>/), so a
@@ -27,7 +27,7 @@ source "${SCRIPT_DIR}/lib.sh"
 KAFKA_PORT=$(port_from_env PACEKEEPER_KAFKA_PORT KAFKA_PORT 9092)
 CONTROLLER_PORT=$(port_from_env PACEKEEPER_KAFKA_CONTROLLER_PORT KAFKA_CONTROLLER_PORT 9094)
 [[ ${KAFKA_PORT} != "${CONTROLLER_PORT}" ]] || die "broker and controller ports must differ (${KAFKA_PORT})"
-START_TIMEOUT=${KAFKA_START_TIMEOUT:-60}
+START_TIMEOUT=${KAFKA_START_TIMEOUT:-180}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 # Upstream defaults to 1 GiB; half of that is plenty for local topics and
 # leaves room for Postgres and the services on a 2-core CI machine.

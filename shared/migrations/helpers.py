@@ -7,6 +7,8 @@ from types import ModuleType
 from alembic import op
 from alembic.script import ScriptDirectory
 
+from shared.timescaledb import retire_jobs
+
 # Continuous aggregates answer only for data this far back: later minutes can still change
 # (late events are accepted for 7 days) and are read from kpi_points directly, so a stale
 # materialization never shows.
@@ -19,6 +21,20 @@ def has_timescaledb() -> bool:
     return bool(
         bind.exec_driver_sql("select 1 from pg_extension where extname = 'timescaledb'").scalar()
     )
+
+
+def retire_policies(*relations: str) -> None:
+    """Before a downgrade drops `relations` (none named: every hypertable and aggregate of
+    this schema), delete their policy jobs once no run of theirs is in flight: dropping a
+    continuous aggregate under a running refresh can crash the server (see
+    shared.timescaledb.retire_jobs). Commits the migration so far, like any autocommit
+    block."""
+    if not has_timescaledb():
+        return
+    with op.get_context().autocommit_block():
+        bind = op.get_bind()
+        schema = bind.exec_driver_sql("select current_schema()").scalar_one()
+        retire_jobs(bind, schema, relations or None)
 
 
 def grant_read_only(*tables: str, role: str = "grafana") -> None:

@@ -4,6 +4,7 @@ data through the aggregates."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -108,6 +109,55 @@ def test_downgrade_removes_every_job_and_upgrade_brings_them_back(
             assert jobs(conn, unique) == set()
             command.upgrade(alembic_config(engine), "heads")
             assert jobs(conn, unique) == EXPECTED_JOBS
+    finally:
+        engine.dispose()
+        drop_schema(database_url, unique)
+
+
+def test_downgrade_under_a_running_refresh_policy_keeps_the_server_up(
+    database_url: str, unique: str
+) -> None:
+    """Dropping an aggregate while its refresh policy runs crashed TimescaleDB 2.28.3's
+    worker (signal 11) and with it every connection. The downgrade retires the jobs first:
+    it waits for the run in flight, and this connection, opened before, still works after."""
+    from alembic import command
+
+    from shared.db import make_sync_engine
+    from shared.migrations import alembic_config
+
+    settings = BaseServiceSettings(database_url=database_url, database_schema=unique)
+    upgrade(settings)
+    schedule_policies(database_url, unique, scheduled=False)
+    engine = make_sync_engine(settings, application_name="test")
+    try:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(unique)))
+            # 40 days of minutes for 8 KPIs: a refresh long enough to be caught running.
+            conn.execute(
+                "INSERT INTO kpi_points (kpi, bucket, count)"
+                " SELECT 'k' || k, date_trunc('day', now()) - m * interval '1 minute', 1"
+                " FROM generate_series(1, 8) k, generate_series(1, 40 * 1440) m"
+            )
+            backend = conn.info.backend_pid
+            schedule_policies(database_url, unique, scheduled=True)
+            names = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT application_name FROM timescaledb_information.jobs"
+                    " WHERE hypertable_schema = %s"
+                    " AND proc_name = 'policy_refresh_continuous_aggregate'",
+                    (unique,),
+                )
+            ]
+            deadline = datetime.now(UTC) + timedelta(seconds=30)
+            while conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)", (names,)
+            ).fetchone() == (0,):
+                assert datetime.now(UTC) < deadline, "no refresh policy run started"
+                time.sleep(0.02)
+            command.downgrade(alembic_config(engine), "base")
+            assert jobs(conn, unique) == set()
+            assert conn.execute("SELECT pg_backend_pid()").fetchone() == (backend,)
     finally:
         engine.dispose()
         drop_schema(database_url, unique)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from shared.migrations.helpers import grant_read_only, has_timescaledb
+from shared.migrations.helpers import grant_read_only, has_timescaledb, retire_policies
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -109,6 +109,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    retire_policies()
     op.execute("DROP TABLE IF EXISTS kpi_points")
     op.execute("DROP TABLE IF EXISTS event_dedupe")
     op.execute("DROP TABLE IF EXISTS events")

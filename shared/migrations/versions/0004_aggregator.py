@@ -15,6 +15,7 @@ from shared.migrations.helpers import (
     grant_execute,
     grant_read_only,
     has_timescaledb,
+    retire_policies,
 )
 
 revision: str = "0004"
@@ -638,6 +639,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    retire_policies("kpi_points_hourly")
     for signature in (
         "kpi_series(text, timestamptz, timestamptz, interval, jsonb)",
         "kpi_value(text, timestamptz, timestamptz, jsonb)",

@@ -19,7 +19,12 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from shared.migrations.helpers import CAGG_HORIZON, grant_read_only, has_timescaledb
+from shared.migrations.helpers import (
+    CAGG_HORIZON,
+    grant_read_only,
+    has_timescaledb,
+    retire_policies,
+)
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -108,4 +113,5 @@ def downgrade() -> None:
     if not has_timescaledb():
         return
     op.execute(_pk_points(days_window="", parts_from_days=""))
+    retire_policies("kpi_points_daily")
     op.execute("DROP MATERIALIZED VIEW kpi_points_daily")
