@@ -1,7 +1,9 @@
 """Aggregator benchmark: sustained events/s and event-to-KPI freshness, on TimescaleDB
-hypertables and on plain PostgreSQL tables side by side in one run.
+hypertables and on plain PostgreSQL tables side by side in one run, and a peer: Kafka
+Connect with the Debezium JDBC sink over the same events.
 
     .venv/bin/python bench/aggregator.py [--events 300000] [--storage timescaledb,plain]
+        [--peer insert-t1-b500,...] [--no-peer]
 
 For each storage, in turn, on the same broker, database server and events:
 1. Preloads N events into a private topic (6 partitions) and stores 20 KPI definitions in
@@ -17,6 +19,14 @@ For each storage, in turn, on the same broker, database server and events:
    100 ms; a poller asks `kpi_value` every 20 ms until the probe is counted. Freshness =
    produce-call time to visible-in-kpi_value time.
 
+Then the peer (skip it with --no-peer): the same N events, as JSON with an embedded schema
+(Kafka Connect's JsonConverter, schemas.enable=true; a flat struct, EVENT_SCHEMA), in a
+second topic with the same partitions. For each sink configuration of --peer in turn, a
+fresh Kafka Connect 4.1.1 standalone worker runs the Debezium JDBC sink 3.6.0.Final
+(bench/peers/kafka_connect.py; fetched from Maven Central once) into its own table of a
+throw-away schema of the `pacekeeper` database; sustained rate = rows visible per second
+between the first poll that sees rows and the one that sees all N, as for the aggregator.
+
 Writes bench/results/aggregator.json. Needs the local Kafka and PostgreSQL (make infra-up).
 """
 
@@ -26,13 +36,15 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,8 +52,14 @@ from typing import Any
 import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from common import drop_schemas
+from aiokafka.admin import AIOKafkaAdminClient
+from common import drop_schemas, load_average, machine
+from peers import kafka_connect
 from pydantic import TypeAdapter
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, TaskID
+from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from shared.config.kpis import KpiSpec
@@ -59,6 +77,19 @@ DATABASE_URL = os.environ.get(
     "postgresql+psycopg://pacekeeper:pacekeeper@127.0.0.1:5432/pacekeeper",
 )
 BOOTSTRAP = os.environ.get("PACEKEEPER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+# The Debezium JDBC sink configurations tried by default (bench/peers/kafka_connect.py,
+# SinkConfig): the sink's defaults; more tasks and bigger batches, as insert and upsert; and
+# what did best while tuning on 2 cores: one task, batches of 5,000 written with UNNEST,
+# and the worker JVM on the throughput collector.
+PEER_CONFIGS = (
+    "insert-t1-b500",
+    "insert-t2-b2000",
+    "upsert-t2-b2000",
+    "insert-t1-b5000-unnest",
+    "upsert-t1-b5000-unnest",
+    "insert-t1-b5000-unnest-parallelgc",
+    "upsert-t1-b5000-unnest-parallelgc",
+)
 
 KPIS: list[dict[str, Any]] = [
     {
@@ -141,9 +172,9 @@ def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def make_event(
+def build_event(
     rng: random.Random, i: int, now: datetime, run: str, behind: float = 0.0
-) -> tuple[bytes, bytes]:
+) -> dict[str, Any]:
     """One event `behind` seconds before `now`, give or take 30 s of out-of-order arrival."""
     kind = rng.choices(
         ["page_viewed", "order_completed", "survey_answered", "signed_up", "followers_counted"],
@@ -158,7 +189,7 @@ def make_event(
     elif kind == "followers_counted":
         props["followers"] = 10_000 + i
     source = rng.choice(["web-shop", "app", "crm"])
-    event = {
+    return {
         "id": f"{run}-{i}",
         "type": kind,
         "source": source,
@@ -168,12 +199,83 @@ def make_event(
         "properties": props,
         "received_at": now,
     }
-    return f"{source}\x1f{user}".encode(), orjson.dumps(event, option=orjson.OPT_UTC_Z)
 
 
-async def preload(topic: str, n: int, run: str) -> float:
+def event_key(event: dict[str, Any]) -> bytes:
+    return f"{event['source']}\x1f{event['user_id']}".encode()
+
+
+def make_event(
+    rng: random.Random, i: int, now: datetime, run: str, behind: float = 0.0
+) -> tuple[bytes, bytes]:
+    """Key and value (the envelope, orjson) of `build_event`."""
+    event = build_event(rng, i, now, run, behind)
+    return event_key(event), orjson.dumps(event, option=orjson.OPT_UTC_Z)
+
+
+def _field(name: str, kind: str, optional: bool, logical: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"field": name, "type": kind, "optional": optional}
+    if logical:
+        spec |= {"name": logical, "version": 1}
+    return spec
+
+
+# The peer's encoding: Kafka Connect's JsonConverter with schemas.enable=true, a flat struct
+# of the envelope and every property the workload's events carry. The times are Debezium's
+# ZonedTimestamp (ISO-8601 text), which the JDBC sink stores as timestamptz.
+ZONED = "io.debezium.time.ZonedTimestamp"
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "struct",
+    "name": "pacekeeper.Event",
+    "optional": False,
+    "fields": [
+        _field("id", "string", False),
+        _field("type", "string", False),
+        _field("source", "string", False),
+        _field("time", "string", False, ZONED),
+        _field("user_id", "string", True),
+        _field("anonymous_id", "string", True),
+        _field("channel", "string", True),
+        _field("revenue", "double", True),
+        _field("score", "int32", True),
+        _field("followers", "int64", True),
+        _field("received_at", "string", False, ZONED),
+    ],
+}
+_SCHEMA_PREFIX = b'{"schema":' + orjson.dumps(EVENT_SCHEMA) + b',"payload":'
+
+
+def connect_value(event: dict[str, Any]) -> bytes:
+    """The event as JsonConverter reads it with schemas.enable=true."""
+    props = event["properties"]
+    payload = {
+        "id": event["id"],
+        "type": event["type"],
+        "source": event["source"],
+        "time": event["time"],
+        "user_id": event["user_id"],
+        "anonymous_id": event["anonymous_id"],
+        "channel": props.get("channel"),
+        "revenue": props.get("revenue"),
+        "score": props.get("score"),
+        "followers": props.get("followers"),
+        "received_at": event["received_at"],
+    }
+    return _SCHEMA_PREFIX + orjson.dumps(payload, option=orjson.OPT_UTC_Z) + b"}"
+
+
+async def preload(
+    topic: str,
+    n: int,
+    run: str,
+    now: datetime,
+    progress: Progress,
+    *,
+    connect: bool = False,
+) -> float:
+    """Produce the workload's N events (the same ones for the same run and now): as the
+    envelope, or with `connect` as JsonConverter's JSON with schema."""
     rng = random.Random(1)
-    now = datetime.now(UTC)
     producer = AIOKafkaProducer(
         bootstrap_servers=BOOTSTRAP,
         acks=1,
@@ -182,19 +284,25 @@ async def preload(topic: str, n: int, run: str) -> float:
         compression_type="gzip",
     )
     await producer.start()
+    task = progress.add_task(escape(f"producing to {topic}"), total=n)
     started = time.perf_counter()
     try:
         pending = []
         for i in range(n):
             # A busy product's last hour, in order but for 30 s of jitter.
-            key, value = make_event(rng, i, now, run, behind=3600 * (1 - i / n))
-            pending.append(await producer.send(topic, value=value, key=key))
+            event = build_event(rng, i, now, run, behind=3600 * (1 - i / n))
+            value = (
+                connect_value(event) if connect else orjson.dumps(event, option=orjson.OPT_UTC_Z)
+            )
+            pending.append(await producer.send(topic, value=value, key=event_key(event)))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
                 pending = []
+                progress.update(task, completed=i + 1)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+        progress.remove_task(task)
     return time.perf_counter() - started
 
 
@@ -304,14 +412,26 @@ def drop_database(name: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def measure(storage: str, database_url: str, args: argparse.Namespace) -> dict[str, Any]:
+def progress_bar(console: Console) -> Progress:
+    """A progress bar on a terminal; nothing in a log (no blank line either)."""
+    return Progress(console=console, transient=True, disable=not console.is_terminal)
+
+
+async def measure(
+    storage: str,
+    database_url: str,
+    args: argparse.Namespace,
+    workload: tuple[str, datetime],
+    console: Console,
+) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     schema, group = f"bench_{run}", f"bench-{run}"
     topic = f"bench.{run}.events.v1"
     settings = BaseServiceSettings(database_url=database_url, database_schema=schema)
     upgrade(settings)
     layout = database_status(settings).summary()
-    print(f"[{storage}] {layout}", flush=True)
+    say = console.print
+    say(f"[{storage}] {layout}", markup=False, highlight=False)
     await ensure_topics(
         settings, {topic: PARTITIONS, f"{topic}.dlq": 1, f"{topic}.updates": PARTITIONS}
     )
@@ -326,11 +446,15 @@ async def measure(storage: str, database_url: str, args: argparse.Namespace) -> 
         )
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        print(f"[{storage}] preloading {args.events:,} events into {topic} …", flush=True)
-        produce_s = await preload(topic, args.events, run)
-        print(f"[{storage}]   produced in {produce_s:.1f} s", flush=True)
+        say(f"[{storage}] preloading {args.events:,} events into {topic} …", markup=False)
+        with progress_bar(console) as progress:
+            produce_s = await preload(topic, args.events, *workload, progress)
+        say(f"[{storage}]   produced in {produce_s:.1f} s", markup=False)
         raw_rate = await raw_consumer_rate(topic, args.events)
-        print(f"[{storage}] raw consumer (read + orjson decode): {raw_rate:,.0f} events/s")
+        say(
+            f"[{storage}] raw consumer (read + orjson decode): {raw_rate:,.0f} events/s",
+            markup=False,
+        )
 
         env = {
             **os.environ,
@@ -350,21 +474,29 @@ async def measure(storage: str, database_url: str, args: argparse.Namespace) -> 
             )
             for _ in range(args.processes)
         ]
-        samples: list[tuple[float, int]] = []
+        samples: list[tuple[float, int, float]] = []
         deadline = time.perf_counter() + 900
-        while time.perf_counter() < deadline:
-            done = consumed(conn, group)
-            samples.append((time.perf_counter(), done))
-            if done >= args.events:
-                break
-            await asyncio.sleep(0.25)
-        moving = [(t, c) for t, c in samples if c > 0]
-        (t_first, c_first), (t_last, c_last) = moving[0], moving[-1]
+        with progress_bar(console) as progress:
+            task = progress.add_task(escape(f"[{storage}] aggregator"), total=args.events)
+            while time.perf_counter() < deadline:
+                done = consumed(conn, group)
+                cpu = sum(kafka_connect.cpu_seconds(p.pid) for p in procs if p.poll() is None)
+                samples.append((time.perf_counter(), done, cpu))
+                progress.update(task, completed=done)
+                if done >= args.events:
+                    break
+                await asyncio.sleep(0.25)
+        moving = [(t, c, cpu) for t, c, cpu in samples if c > 0]
+        (t_first, c_first, cpu_first), (t_last, c_last, cpu_last) = moving[0], moving[-1]
         agg_rate = (c_last - c_first) / (t_last - t_first)
-        print(
+        # CPU time of the aggregator process(es) over the same interval, per 1,000 events:
+        # the figure the peer reports for its worker JVM.
+        cpu_per_1000 = (cpu_last - cpu_first) * 1e6 / (c_last - c_first)
+        say(
             f"[{storage}] aggregator x{args.processes} (20 KPIs, exactly-once): "
-            f"{agg_rate:,.0f} events/s = {agg_rate / raw_rate:.0%} of raw",
-            flush=True,
+            f"{agg_rate:,.0f} events/s = {agg_rate / raw_rate:.0%} of raw; "
+            f"{cpu_per_1000:.1f} CPU ms per 1,000 events",
+            markup=False,
         )
 
         latencies = await freshness(topic, conn, args.freshness_seconds, args.freshness_rate, run)
@@ -374,16 +506,17 @@ async def measure(storage: str, database_url: str, args: argparse.Namespace) -> 
             "p99_s": round(percentile(latencies, 0.99), 3),
             "probes": len(latencies),
         }
-        print(
+        say(
             f"[{storage}] freshness at {args.freshness_rate:,} events/s: p50 {fresh['p50_s']} s,"
             f" p95 {fresh['p95_s']} s, p99 {fresh['p99_s']} s",
-            flush=True,
+            markup=False,
         )
         return {
             "layout": layout,
             "raw_consumer_events_per_s": round(raw_rate),
             "aggregator_events_per_s": round(agg_rate),
             "ratio_to_raw": round(agg_rate / raw_rate, 3),
+            "aggregator_cpu_ms_per_1000_events": round(cpu_per_1000, 1),
             "freshness": {"rate_events_per_s": args.freshness_rate, **fresh},
         }
     finally:
@@ -393,6 +526,147 @@ async def measure(storage: str, database_url: str, args: argparse.Namespace) -> 
             proc.wait(timeout=30)
         conn.close()
         drop_schemas(settings, schema)
+
+
+async def delete_topics(*topics: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(topics))
+    finally:
+        await admin.close()
+
+
+def reporter(progress: Progress, task: TaskID) -> Callable[[int], None]:
+    """A callback that moves `task` to the rows counted so far (from a worker thread)."""
+    return lambda rows: progress.update(task, completed=rows)
+
+
+async def measure_peer(
+    install: kafka_connect.Install,
+    configs: list[kafka_connect.SinkConfig],
+    args: argparse.Namespace,
+    workload: tuple[str, datetime],
+    console: Console,
+) -> list[dict[str, Any]]:
+    """The same events as JSON with schema in their own topic, then each sink configuration
+    in a fresh Connect worker, into its own table of a throw-away schema."""
+    run = uuid.uuid4().hex[:8]
+    topic, schema = f"bench.{run}.connect.v1", f"bench_{run}_sink"
+    db = kafka_connect.Jdbc.from_url(DATABASE_URL)
+    say = console.print
+    await ensure_topics(BaseServiceSettings(database_url=DATABASE_URL), {topic: PARTITIONS})
+    workroot = Path(tempfile.mkdtemp(prefix=f"pacekeeper-connect-{run}-"))
+    with psycopg.connect(libpq(DATABASE_URL), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    runs: list[dict[str, Any]] = []
+    failed = False
+    try:
+        say(
+            f"[peer] preloading the same {args.events:,} events as JSON with schema into {topic} …",
+            markup=False,
+        )
+        with progress_bar(console) as progress:
+            produce_s = await preload(topic, args.events, *workload, progress, connect=True)
+        say(f"[peer]   produced in {produce_s:.1f} s", markup=False)
+        for config in configs:
+            name = f"pk-bench-{run}-{config.label}"
+            table = f"{schema}.events_{config.label.replace('-', '_')}"
+            with progress_bar(console) as progress:
+                task = progress.add_task(escape(f"[peer] {config.describe()}"), total=args.events)
+                load = load_average()
+                try:
+                    figures = await asyncio.to_thread(
+                        kafka_connect.run_sink,
+                        install,
+                        config,
+                        bootstrap=BOOTSTRAP,
+                        topic=topic,
+                        events=args.events,
+                        db=db,
+                        table=table,
+                        workdir=workroot / config.label,
+                        name=name,
+                        progress=reporter(progress, task),
+                        timeout_s=args.peer_timeout,
+                    )
+                except kafka_connect.ConnectError as error:
+                    failed = True
+                    say(f"[peer] {config.describe()}: failed: {error}", markup=False)
+                    runs.append(
+                        {
+                            "config": config.label,
+                            "description": config.describe(),
+                            "error": str(error),
+                        }
+                    )
+                    continue
+            runs.append({**figures, "load_average_before": load})
+            say(
+                f"[peer] Kafka Connect + Debezium JDBC sink, {config.describe()}: "
+                f"{figures['events_per_s']:,} events/s "
+                f"({figures['events_per_s_from_running']:,} from RUNNING)",
+                markup=False,
+            )
+        return runs
+    finally:
+        with psycopg.connect(libpq(DATABASE_URL), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await delete_topics(topic)
+        if failed:
+            say(f"[peer] Connect logs kept in {workroot}", markup=False)
+        else:
+            shutil.rmtree(workroot, ignore_errors=True)
+
+
+def peer_section(
+    runs: dict[str, dict[str, Any]], peer: list[dict[str, Any]], console: Console
+) -> dict[str, Any]:
+    """The peer's figures, its best configuration, and the aggregator against it."""
+    section: dict[str, Any] = {
+        "name": (
+            f"Kafka Connect {kafka_connect.CONNECT_VERSION} standalone + Debezium JDBC sink "
+            f"{kafka_connect.DEBEZIUM_JDBC.split(':')[2]}"
+        ),
+        "encoding": "JsonConverter, schemas.enable=true (a flat struct per event)",
+        "writes": "one row per event, at-least-once, into its own table in the pacekeeper db",
+        "measured": "rows visible per second, first poll with rows to the poll with all",
+        "configs": peer,
+    }
+    ok = [r for r in peer if "events_per_s" in r]
+    table = Table(title="Kafka Connect + Debezium JDBC sink, same events")
+    table.add_column("configuration")
+    table.add_column("events/s", justify="right")
+    table.add_column("from RUNNING", justify="right")
+    table.add_column("worker CPU ms / 1,000 events", justify="right")
+    for r in peer:
+        table.add_row(
+            escape(r["description"]),
+            f"{r['events_per_s']:,}" if "events_per_s" in r else "failed",
+            f"{r['events_per_s_from_running']:,}" if "events_per_s" in r else "",
+            f"{r['worker_cpu_ms_per_1000_events']}" if "events_per_s" in r else "",
+        )
+    console.print(table)
+    if not ok:
+        return section
+    best = max(ok, key=lambda r: r["events_per_s"])
+    section["best"] = {
+        "config": best["config"],
+        "description": best["description"],
+        "events_per_s": best["events_per_s"],
+    }
+    for storage, figures in runs.items():
+        ratio = figures["aggregator_events_per_s"] / best["events_per_s"]
+        section[f"aggregator_{storage}_to_best"] = round(ratio, 2)
+        console.print(
+            f"Pacekeeper aggregator ({storage}, 20 KPIs, exactly-once): "
+            f"{figures['aggregator_events_per_s']:,} events/s; "
+            f"sink's best ({best['description']}): {best['events_per_s']:,} events/s; "
+            f"ratio {ratio:.2f}",
+            markup=False,
+            highlight=False,
+        )
+    return section
 
 
 async def main() -> None:
@@ -406,31 +680,64 @@ async def main() -> None:
     parser.add_argument(
         "--storage", default="timescaledb,plain", help="comma-separated: timescaledb, plain"
     )
+    parser.add_argument(
+        "--peer",
+        default=",".join(PEER_CONFIGS),
+        help="comma-separated sink configurations, MODE-tTASKS-bBATCH[-unnest][-rewrite]"
+        "[-parallelgc] (MODE insert or upsert); default: %(default)s",
+    )
+    parser.add_argument("--no-peer", action="store_true", help="measure no Kafka Connect sink")
+    parser.add_argument(
+        "--peer-timeout", type=float, default=900.0, help="seconds per sink configuration"
+    )
     args = parser.parse_args()
     storages = [s.strip() for s in args.storage.split(",") if s.strip()]
+    for storage in storages:
+        if storage not in ("timescaledb", "plain"):
+            parser.error(f"unknown storage {storage!r}")
+    configs: list[kafka_connect.SinkConfig] = []
+    if not args.no_peer:
+        try:
+            configs = [kafka_connect.SinkConfig.parse(s) for s in args.peer.split(",") if s]
+        except ValueError as error:
+            parser.error(f"--peer: {error}")
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    install = None
+    if configs:
+        try:
+            install = kafka_connect.fetch(say=console.print)
+        except kafka_connect.ConnectError as error:
+            console.print(f"error: {error}", markup=False, highlight=False)
+            raise SystemExit(1) from None
+    load_before = load_average()
+    # Every topic gets the same events: the same ids, times and order.
+    workload = (uuid.uuid4().hex[:8], datetime.now(UTC))
     plain_name = f"pacekeeper_bench_plain_{uuid.uuid4().hex[:6]}"
     runs: dict[str, dict[str, Any]] = {}
+    peer: list[dict[str, Any]] = []
     try:
         for storage in storages:
-            if storage == "plain":
-                runs[storage] = await measure(storage, plain_database(plain_name), args)
-            elif storage == "timescaledb":
-                runs[storage] = await measure(storage, DATABASE_URL, args)
-            else:
-                parser.error(f"unknown storage {storage!r}")
+            url = plain_database(plain_name) if storage == "plain" else DATABASE_URL
+            runs[storage] = await measure(storage, url, args, workload, console)
+        if install is not None:
+            peer = await measure_peer(install, configs, args, workload, console)
     finally:
         if "plain" in storages:
             drop_database(plain_name)
     result: dict[str, Any] = {
         "benchmark": "aggregator",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(load_before),
         "events": args.events,
         "kpi_definitions": len(KPIS),
         "partitions": PARTITIONS,
         "aggregator_processes": args.processes,
         "runs": runs,
-        "targets": {"aggregator_events_per_s": 40_000, "freshness_p95_s": 1.0},
+        "targets": {
+            "aggregator_events_per_s": 40_000,
+            "freshness_p95_s": 1.0,
+            "aggregator_to_peer_best": 2.0,
+        },
     }
     if {"timescaledb", "plain"} <= runs.keys():
         ratio = (
@@ -438,10 +745,12 @@ async def main() -> None:
             / runs["plain"]["aggregator_events_per_s"]
         )
         result["timescaledb_to_plain"] = round(ratio, 3)
-        print(f"hypertables / plain tables, same events and machine: {ratio:.2f}")
+        console.print(f"hypertables / plain tables, same events and machine: {ratio:.2f}")
+    if peer:
+        result["peer"] = peer_section(runs, peer, console)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(REPO)}")
+    console.print(f"wrote {RESULTS.relative_to(REPO)}", markup=False)
 
 
 if __name__ == "__main__":

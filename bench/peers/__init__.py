@@ -1,0 +1,1 @@
+"""Peers the benchmarks measure Pacekeeper against, run from their own upstream artifacts."""
