@@ -34,7 +34,17 @@ def run(service: Service = typer.Argument(..., help="ingest | aggregator | alert
         from services.aggregator.main import main as run_service
     else:
         from services.alerts.main import main as run_service
-    run_service()
+    from pydantic import ValidationError
+
+    try:
+        run_service()
+    except ValidationError as exc:  # a setting the service cannot start with: name each one
+        for error in exc.errors():
+            field = "_".join(str(part) for part in error["loc"]).upper()
+            typer.echo(
+                f"error: {f'PACEKEEPER_{field}' if field else 'settings'}: {error['msg']}", err=True
+            )
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
+from shared.kafka_security import client_security
 from shared.settings import BaseServiceSettings
 
 
@@ -50,6 +51,7 @@ def make_producer(
         max_batch_size=256 * 1024,
         request_timeout_ms=request_timeout_ms,
         partitioner=partition_for,
+        **client_security(settings),
     )
 
 
@@ -76,8 +78,15 @@ def make_consumer(
         "max_poll_records": max_poll_records,
         "fetch_max_bytes": 16 * 1024 * 1024,
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        **client_security(settings),
     }
     return AIOKafkaConsumer(*topics, **(options | overrides))
+
+
+def make_admin(settings: BaseServiceSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **client_security(settings)
+    )
 
 
 async def ensure_topics(
@@ -87,7 +96,7 @@ async def ensure_topics(
     replication_factor: int = 1,
 ) -> None:
     """Create topics (name → partitions) that do not exist yet; existing ones are left alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = make_admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

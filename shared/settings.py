@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import cached_property
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EVENTS_TOPIC = "pacekeeper.events.v1"
@@ -26,6 +27,17 @@ class BaseServiceSettings(BaseSettings):
 
     environment: str = Field("local", description="local | test | production")
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How every producer, consumer and admin client talks to the brokers (shared.kafka).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # The CA that signed the brokers' certificates; unset: the system's trusted CAs.
+    kafka_ssl_cafile: FilePath | None = None
+    # A client certificate and its key (PEM), for brokers that require one (ssl.client.auth).
+    kafka_ssl_certfile: FilePath | None = None
+    kafka_ssl_keyfile: FilePath | None = None
+    kafka_ssl_key_password: SecretStr | None = None
     events_topic: str = EVENTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
     kpi_updates_topic: str = KPI_UPDATES_TOPIC
@@ -64,6 +76,21 @@ class BaseServiceSettings(BaseSettings):
         if value is not None and not value.replace("_", "").isalnum():
             raise ValueError("database_schema must be letters, digits and underscores")
         return value
+
+    @model_validator(mode="after")
+    def _complete_kafka_security(self) -> BaseServiceSettings:
+        if self.kafka_security_protocol == "SASL_SSL" and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "PACEKEEPER_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs"
+                " PACEKEEPER_KAFKA_SASL_USERNAME and PACEKEEPER_KAFKA_SASL_PASSWORD"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError(
+                "PACEKEEPER_KAFKA_SSL_CERTFILE and PACEKEEPER_KAFKA_SSL_KEYFILE go together"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> BaseServiceSettings:

@@ -16,7 +16,8 @@
 #   because the test suite creates throwaway databases); NOLOGIN group role
 #   pacekeeper_writer (read/write on pacekeeper's objects); login role
 #   grafana/grafana that can read but not change anything; password (SCRAM)
-#   logins over TCP on 127.0.0.1; the timescaledb extension, preloaded and created in
+#   logins over TCP on 127.0.0.1, over TLS if the client asks (sslmode=verify-full with
+#   sslrootcert=<state>/postgres/tls/ca.pem); the timescaledb extension, preloaded and created in
 #   the database and in template1 (databases the tests create come with it).
 set -euo pipefail
 
@@ -171,6 +172,38 @@ ensure_timescaledb() {
     "select extversion from pg_extension where extname = 'timescaledb'")) on PostgreSQL $(psql_admin -d postgres -tAc 'show server_version')"
 }
 
+# TLS that clients can verify (sslmode=verify-full): Debian's snakeoil certificate names the
+# host, never 127.0.0.1, so `up` makes a local CA and a server certificate for 127.0.0.1 and
+# localhost once, points the cluster at them, and copies the CA's certificate to
+# <state>/postgres/tls/ca.pem for clients (sslrootcert). Prints "reload" when a setting changed.
+configure_tls() {
+  local ver=$1 dir setting changed=""
+  dir=/etc/postgresql/${ver}/${CLUSTER}/pacekeeper-tls
+  if ! openssl x509 -checkend 604800 -noout -in "${dir}/server.crt" >/dev/null 2>&1; then
+    log "making a local CA and a server certificate for 127.0.0.1 in ${dir}"
+    install -d -m 0700 -o postgres -g postgres -- "${dir}"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj "/CN=Pacekeeper local PostgreSQL CA" -keyout "${dir}/ca.key" -out "${dir}/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "${dir}/server.key" -out "${dir}/server.csr" 2>/dev/null
+    openssl x509 -req -in "${dir}/server.csr" -CA "${dir}/ca.crt" -CAkey "${dir}/ca.key" \
+      -CAcreateserial -days 825 -out "${dir}/server.crt" \
+      -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n') 2>/dev/null
+    chown postgres:postgres -- "${dir}"/*
+    chmod 0600 -- "${dir}/server.key" "${dir}/ca.key"
+    changed=1
+  fi
+  for setting in "ssl=on" "ssl_cert_file=${dir}/server.crt" "ssl_key_file=${dir}/server.key"; do
+    if [[ $(pg_conftool -s "${ver}" "${CLUSTER}" show "${setting%%=*}" 2>/dev/null | tr -d "'") != "${setting#*=}" ]]; then
+      pg_conftool "${ver}" "${CLUSTER}" set "${setting%%=*}" "${setting#*=}"
+      changed=1
+    fi
+  done
+  install -d -- "${STATE_DIR}/postgres/tls"
+  install -m 0644 -- "${dir}/ca.crt" "${STATE_DIR}/postgres/tls/ca.pem"
+  [[ -z ${changed} ]] || printf 'reload\n'
+}
+
 provision_roles_and_database() {
   log "ensuring roles ${OWNER_ROLE}, ${WRITER_ROLE}, ${GRAFANA_ROLE} and database ${DB_NAME}"
   # Cluster-wide objects. CREATE ROLE has no IF NOT EXISTS, hence the DO
@@ -280,6 +313,10 @@ cmd_up() {
   if [[ -n $(configure_timescaledb "${ver}") ]] && cluster_online "${ver}"; then
     log "timescaledb settings changed: restarting ${ver}/${CLUSTER}"
     without_locks pg_ctlcluster "${ver}" "${CLUSTER}" restart
+  fi
+  if [[ -n $(configure_tls "${ver}") ]] && cluster_online "${ver}"; then
+    log "TLS settings changed: reloading ${ver}/${CLUSTER}"
+    without_locks pg_ctlcluster "${ver}" "${CLUSTER}" reload
   fi
   start_cluster "${ver}"
   wait_ready

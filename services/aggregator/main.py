@@ -18,6 +18,7 @@ import uvloop
 from services.aggregator.service import Aggregator
 from services.aggregator.settings import AggregatorSettings
 from shared.health import health_app
+from shared.kafka_security import exit_unless_access
 from shared.logging import configure_logging
 from shared.runtime import tune_gc
 
@@ -60,6 +61,7 @@ async def serve(settings: AggregatorSettings) -> None:
 def main() -> None:
     settings = AggregatorSettings()
     configure_logging(settings.log_level, json=settings.log_json)
+    exit_unless_access(settings)
     # The next batch is decoded in a worker thread while this one is written. With the
     # default 5 ms switch interval every database round trip of the writer waited for the
     # worker to give up the GIL; 0.5 ms measured 2x less time per batch transaction.

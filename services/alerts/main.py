@@ -16,6 +16,7 @@ import uvicorn
 from services.alerts.app import create_app
 from services.alerts.settings import AlertsSettings
 from shared.http_server import HttpLimits, server_config
+from shared.kafka_security import exit_unless_access
 from shared.logging import configure_logging
 
 
@@ -51,6 +52,7 @@ async def serve(settings: AlertsSettings) -> None:
 def main() -> None:
     settings = AlertsSettings()
     configure_logging(settings.log_level, json=settings.log_json)
+    exit_unless_access(settings)
     asyncio.run(serve(settings))
 
 

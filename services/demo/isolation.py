@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from services.demo.settings import DemoSettings
 from shared.db import make_sync_engine
+from shared.kafka import make_admin
 from shared.settings import EVENTS_TOPIC
 from shared.timescaledb import drop_schema as drop_schema_with_jobs
 
@@ -25,7 +25,7 @@ def drop_schema(settings: DemoSettings, schema: str) -> None:
 
 async def drop_topics(settings: DemoSettings, prefix: str) -> None:
     """Delete the topics of earlier demo runs (best effort: a broker that refuses is fine)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = make_admin(settings)
     try:
         await admin.start()
         old = [t for t in await admin.list_topics() if t.startswith(f"{prefix}-")]

@@ -25,6 +25,7 @@ from services.ingest.workers import (
     shared_port_socket,
 )
 from shared.http_server import HttpLimits, server_config
+from shared.kafka_security import exit_unless_access
 from shared.logging import configure_logging
 from shared.runtime import tune_gc
 
@@ -35,6 +36,7 @@ _BACKLOG = 2048
 def main() -> None:
     settings = IngestSettings()
     configure_logging(settings.log_level, json=settings.log_json)
+    exit_unless_access(settings)
     workers = settings.ingest_workers or available_cores()
     log.info(
         "ingest starting",

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from shared.kafka_security import client_security
 from shared.settings import BaseServiceSettings
 
 pytestmark = pytest.mark.unit
@@ -51,3 +53,47 @@ def test_production_refuses_default_secrets(monkeypatch: pytest.MonkeyPatch) -> 
 def test_schema_name_must_be_an_identifier() -> None:
     with pytest.raises(ValidationError, match="database_schema"):
         BaseServiceSettings(database_schema="x; drop table events")
+
+
+def test_sasl_ssl_needs_a_user_and_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACEKEEPER_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ValidationError, match="PACEKEEPER_KAFKA_SASL_USERNAME"):
+        BaseServiceSettings()
+    monkeypatch.setenv("PACEKEEPER_KAFKA_SASL_USERNAME", "ops")
+    monkeypatch.setenv("PACEKEEPER_KAFKA_SASL_PASSWORD", "secret")
+    options = client_security(BaseServiceSettings())
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("ops", "secret")
+    assert options["ssl_context"].check_hostname  # a broker's name is always verified
+
+
+def test_plaintext_adds_no_client_options() -> None:
+    assert client_security(BaseServiceSettings()) == {}
+
+
+def test_a_client_certificate_needs_its_key_and_files_that_exist(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    certificate = tmp_path / "client.pem"
+    certificate.write_text("not read until a client connects")
+    monkeypatch.setenv("PACEKEEPER_KAFKA_SSL_CERTFILE", str(certificate))
+    with pytest.raises(ValidationError, match="go together"):
+        BaseServiceSettings()
+    monkeypatch.setenv("PACEKEEPER_KAFKA_SSL_KEYFILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ValidationError, match="kafka_ssl_keyfile"):
+        BaseServiceSettings()
+
+
+def test_run_names_the_setting_a_service_cannot_start_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    monkeypatch.setenv("PACEKEEPER_KAFKA_SSL_CAFILE", "/nonexistent/ca.pem")
+    result = CliRunner().invoke(app, ["run", "aggregator"])
+    assert result.exit_code == 2
+    assert "PACEKEEPER_KAFKA_SSL_CAFILE" in result.output
+    assert "Traceback" not in result.output
