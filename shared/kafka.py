@@ -89,19 +89,23 @@ def make_admin(settings: BaseServiceSettings) -> AIOKafkaAdminClient:
     )
 
 
-async def ensure_topics(
-    settings: BaseServiceSettings,
-    topics: dict[str, int],
-    *,
-    replication_factor: int = 1,
-) -> None:
-    """Create topics (name → partitions) that do not exist yet; existing ones are left alone."""
+async def ensure_topics(settings: BaseServiceSettings, topics: dict[str, int]) -> None:
+    """Create topics (name → partitions) that do not exist yet, replicated as the settings
+    say; existing ones are left alone."""
+    configs = {}
+    if settings.kafka_topic_min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(settings.kafka_topic_min_insync_replicas)
     admin = make_admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=settings.kafka_topic_replication_factor,
+                topic_configs=configs,
+            )
             for name, partitions in topics.items()
             if name not in existing
         ]

@@ -27,6 +27,10 @@ class BaseServiceSettings(BaseSettings):
 
     environment: str = Field("local", description="local | test | production")
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Topics the services create when missing (shared.kafka.ensure_topics). On a cluster:
+    # 3 and 2, so that one broker may be lost without losing or refusing an event.
+    kafka_topic_replication_factor: int = Field(1, ge=1, le=32)
+    kafka_topic_min_insync_replicas: int | None = Field(None, ge=1, le=32)
     # How every producer, consumer and admin client talks to the brokers (shared.kafka).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
@@ -85,6 +89,12 @@ class BaseServiceSettings(BaseSettings):
             raise ValueError(
                 "PACEKEEPER_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs"
                 " PACEKEEPER_KAFKA_SASL_USERNAME and PACEKEEPER_KAFKA_SASL_PASSWORD"
+            )
+        min_isr = self.kafka_topic_min_insync_replicas
+        if min_isr is not None and min_isr > self.kafka_topic_replication_factor:
+            raise ValueError(
+                "PACEKEEPER_KAFKA_TOPIC_MIN_INSYNC_REPLICAS cannot exceed"
+                " PACEKEEPER_KAFKA_TOPIC_REPLICATION_FACTOR: no write could succeed"
             )
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError(

@@ -97,3 +97,14 @@ def test_run_names_the_setting_a_service_cannot_start_with(
     assert result.exit_code == 2
     assert "PACEKEEPER_KAFKA_SSL_CAFILE" in result.output
     assert "Traceback" not in result.output
+
+
+def test_min_insync_replicas_cannot_exceed_the_replication_factor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PACEKEEPER_KAFKA_TOPIC_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("PACEKEEPER_KAFKA_TOPIC_MIN_INSYNC_REPLICAS", "2")
+    assert BaseServiceSettings().kafka_topic_min_insync_replicas == 2
+    monkeypatch.setenv("PACEKEEPER_KAFKA_TOPIC_MIN_INSYNC_REPLICAS", "4")
+    with pytest.raises(ValidationError, match="no write could succeed"):
+        BaseServiceSettings()
