@@ -9,7 +9,8 @@ lag (the topic's end offsets minus the offsets the aggregator committed in the d
 each service's resident memory (ingest's supervisor and workers summed). At the end the
 count KPI must equal every acknowledged event, exactly.
 
-Writes bench/results/soak.json and bench/results/soak.png (lag, memory and p99 over time).
+Writes bench/results/soak.json and soak.png (lag, memory and p99 over time; --name changes
+the name), with the PACEKEEPER_* settings it ran with.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ from scale_out import children, free_port, prepare_schema
 from shared.settings import BaseServiceSettings
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results" / "soak.json"
-PLOT = REPO / "bench" / "results" / "soak.png"
+RESULTS = REPO / "bench" / "results"
 PACEKEEPER = Path(sys.executable).with_name("pacekeeper")
 PARTITIONS = 6
 BATCH = 100
@@ -356,6 +356,7 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.7, help="of the measured capacity")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--logs", help="where the services' logs go (default .local/bench/)")
+    parser.add_argument("--name", default="soak", help="results as bench/results/NAME.json/.png")
     args = parser.parse_args()
     args.schema = f"soak_{uuid.uuid4().hex[:8]}"
     args.logs = Path(args.logs or REPO / ".local" / "bench" / args.schema)
@@ -368,15 +369,17 @@ def main() -> None:
         **asyncio.run(soak(args, console)),
     }
     result["machine"] = machine(load_before)
-    write_result(RESULTS, result)
+    result["environment"] = {k: v for k, v in os.environ.items() if k.startswith("PACEKEEPER_")}
+    json_path, png_path = RESULTS / f"{args.name}.json", RESULTS / f"{args.name}.png"
+    write_result(json_path, result)
     plot(
         result["samples"],
-        PLOT,
+        png_path,
         f"Soak {args.minutes:g} min at {result['rate_events_per_s']:,} events/s"
         f" ({args.share:.0%} of {result['capacity_events_per_s']:,})",
     )
     console.print_json(data={k: v for k, v in result.items() if k != "samples"}, indent=2)
-    console.print(f"wrote {RESULTS} and {PLOT}")
+    console.print(f"wrote {json_path} and {png_path}")
     if not result["exact"]:
         raise SystemExit("the count KPI does not equal the acknowledged events")
 

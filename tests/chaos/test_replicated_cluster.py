@@ -9,7 +9,8 @@ batch with the same ids.
   for longer than the broker session timeout, then resumed.
 
 At the end every acknowledged event is counted exactly once in kpi_value and stored once,
-and ingest and the aggregator recovered without a restart.
+ingest and the aggregator recovered without a restart, and the alerts service (on the same
+cluster, with a rule that fires while events flow) notified exactly once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aiokafka import AIOKafkaConsumer
 from services.aggregator.settings import AggregatorSettings
 from services.ingest.app import create_app
 from tests.aggregator.helpers import running, store_kpis
+from tests.alerts.conftest import ApplyConfig, Receiver, StartService, wait_until
 from tests.chaos.cluster import MIN_INSYNC_REPLICAS, REPLICATION_FACTOR, KafkaCluster
 from tests.conftest import settings_from_env
 from tests.ingest.conftest import create_key, event, make_settings
@@ -240,12 +242,35 @@ async def sending(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+def alerting(webhook: Receiver) -> str:
+    """A rule that fires while the sender's ~100 events/s flow and stays firing through the
+    faults (its window outlasts the refused stretch); a repeat would take an hour."""
+    return f"""
+kpis:
+  - {{name: orders, kind: count, event: order_completed}}
+channels:
+  - {{name: ops, type: webhook, url: "{webhook.url}", secret: chaos,
+     group_wait: 0s, group_interval: 1s, repeat_interval: 1h}}
+rules:
+  - {{name: orders-flowing, kpi: orders, window: 2m, op: ">", value: 5, for: 1s,
+     channels: [ops]}}
+"""
+
+
 async def test_leader_killed_then_below_min_isr_refuses_with_503_and_counts_each_event_once(
-    cluster: KafkaCluster, pipeline: Pipeline, db: Db
+    cluster: KafkaCluster,
+    pipeline: Pipeline,
+    db: Db,
+    receiver: Receiver,
+    apply_yaml: ApplyConfig,
+    start_service: StartService,
 ) -> None:
+    await apply_yaml(alerting(receiver))
+    await asyncio.to_thread(start_service, PACEKEEPER_KAFKA_BOOTSTRAP=cluster.bootstrap)
     sender = pipeline.sender
     await sending(6)
     assert sender.acknowledged, "nothing was accepted before the faults"
+    await asyncio.to_thread(wait_until, lambda: receiver.all(), 30)
 
     partitions = await cluster.partitions(pipeline.events_topic)
     assert [len(p["replicas"]) for p in partitions] == [REPLICATION_FACTOR] * 6
@@ -279,6 +304,9 @@ async def test_leader_killed_then_below_min_isr_refuses_with_503_and_counts_each
     assert any(s == 202 for s, _ in sender.between(back, time.monotonic())), (
         "ingest did not recover after the brokers came back"
     )
+    # Through both faults and the recovery the alert stayed firing: one notification.
+    notified = receiver.all()
+    assert [r.json["status"] for r in notified] == ["firing"]
     await counted_once(db, pipeline)
     async with httpx.AsyncClient(base_url=pipeline.ingest_url) as http:
         assert (await http.get("/readyz")).status_code == 200
