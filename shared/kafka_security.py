@@ -18,7 +18,7 @@ import logging
 import ssl
 from typing import Any
 
-from aiokafka.conn import create_conn
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
     KafkaError,
     SaslAuthenticationFailed,
@@ -60,14 +60,6 @@ def client_security(settings: BaseServiceSettings) -> dict[str, Any]:
     return options
 
 
-def _bootstrap_hosts(bootstrap: str) -> list[tuple[str, int]]:
-    hosts = []
-    for item in bootstrap.split(","):
-        host, _, port = item.strip().rpartition(":")
-        hosts.append((host.strip("[]"), int(port or 9092)))
-    return hosts
-
-
 def _refusal(settings: BaseServiceSettings, where: str, exc: BaseException) -> str | None:
     """One line naming why the broker at `where` refused us, or None if it did not. A TLS
     alert after the handshake (no client certificate) comes wrapped in the closed
@@ -106,7 +98,7 @@ async def check_access(settings: BaseServiceSettings, *, within: float = 10.0) -
     if settings.kafka_security_protocol == "PLAINTEXT":
         return True  # nothing to refuse; an unreachable broker shows up as it always did
     options = client_security(settings)
-    for host, port in _bootstrap_hosts(settings.kafka_bootstrap):
+    for host, port, _family in collect_hosts(settings.kafka_bootstrap, randomize=False):
         where = f"{host}:{port}"
         try:
             conn = await asyncio.wait_for(
