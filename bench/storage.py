@@ -146,7 +146,7 @@ async def load(
                     state = rollup(fresh, catalog)
                     admitted, pending = await guard.resolve(session, state, catalog)
                     state, _folds = fold(state, admitted)
-                    await repository.write_state(session, state, catalog)
+                    await repository.write_state(session, repository.state_lines(state, catalog))
                 guard.commit(pending, catalog)
                 written += len(fresh)
                 progress.update(task, completed=min(written, total))

@@ -107,7 +107,7 @@ async def backfill(
                 state = rollup(events, catalog)
                 admitted, pending = await guard.resolve(session, state, catalog)
                 state, _folds = fold(state, admitted)
-                await repository.write_state(session, state, catalog)
+                await repository.write_state(session, repository.state_lines(state, catalog))
             guard.commit(pending, catalog)
             total += len(events)
             if progress is not None:

@@ -4,11 +4,7 @@ escaped; NULL is `\\N`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import orjson
-
-from services.aggregator.records import US_PER_MINUTE, Event, from_us
+from services.aggregator.records import US_PER_MINUTE, from_us
 
 NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -48,18 +44,3 @@ class CopyTimes:
 
     def bucket(self, minute: int) -> str:
         return f"{self.minute(minute)}00+00"
-
-
-def event_lines(events: Sequence[Event]) -> list[str]:
-    """The events as COPY text lines, one per event, in order."""
-    dumps, times = orjson.dumps, CopyTimes()
-    lines = []
-    for e in events:
-        properties = dumps(e.properties).decode()
-        if "\\" in properties:  # JSON escapes: backslashes must be doubled for COPY
-            properties = properties.replace("\\", "\\\\")
-        lines.append(
-            f"{times(e.ts)}\t{text_field(e.source)}\t{text_field(e.id)}\t{text_field(e.type)}\t{text_field(e.user_id)}\t"
-            f"{text_field(e.anonymous_id)}\t{properties}\t{e.received_at.isoformat()}\n"
-        )
-    return lines

@@ -16,11 +16,12 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.types.json import set_json_dumps
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.aggregator.catalog import Catalog
-from services.aggregator.copy_text import NULL, CopyTimes, event_lines, float_field, text_field
+from services.aggregator.copy_text import NULL, CopyTimes, float_field, text_field
 from services.aggregator.records import Event, from_us, make_event, to_us
 from services.aggregator.rollup import SLOT_US, ComebackRow, DimsKey, DistinctRow, Rollup
 from services.aggregator.watermark import Watermark
@@ -51,6 +52,7 @@ _STAGING = {
     "pk_stage_returns": "(LIKE kpi_retention_returns INCLUDING DEFAULTS)",
 }
 _EVENT_COLUMNS = "time, source, id, type, user_id, anonymous_id, properties, received_at"
+_EVENT_TYPES = ("timestamptz", "text", "text", "text", "text", "text", "jsonb", "timestamptz")
 
 # Only events whose (source, id) was not seen before come back, to be stored and applied.
 _DEDUPE = text(
@@ -175,7 +177,7 @@ class StoredOffset:
     mark: Watermark
 
 
-def _dims_json(names: Sequence[str], values: DimsKey) -> str:
+def dims_json(names: Sequence[str], values: DimsKey) -> str:
     if not values:
         return "{}"
     return orjson.dumps(dict(zip(names, values, strict=True))).decode()
@@ -238,64 +240,66 @@ async def _copy(driver: AsyncConnection[Any], table: str, columns: str, lines: l
         await copy.write("".join(lines).encode())
 
 
-# Set tables: their columns, staging table and ON CONFLICT DO NOTHING insert from it.
-_SET_TABLES = {
-    "kpi_funnel_steps": ("kpi, actor, step, time, dims", "pk_stage_funnel", _INSERT_FUNNEL),
-    "kpi_distinct": ("kpi, bucket, dims, value", "pk_stage_distinct", _INSERT_DISTINCT),
-    "kpi_retention_returns": ("kpi, actor, slot", "pk_stage_returns", _INSERT_RETURNS),
-}
-
-
 async def _insert_new(
     session: AsyncSession, driver: AsyncConnection[Any], table: str, lines: list[str]
 ) -> None:
     """Insert set rows that are almost certainly not stored yet: a plain COPY, which costs
     half of INSERT … ON CONFLICT DO NOTHING; if one was stored after all, the savepoint is
     rolled back and the rows go through the staging table and ON CONFLICT."""
-    columns, stage, insert = _SET_TABLES[table]
+    spec = STATE_TABLES[table]
     await driver.execute("SAVEPOINT pk_rows")
     try:
-        await _copy(driver, table, columns, lines)
+        await _copy(driver, table, spec.columns, lines)
         await driver.execute("RELEASE SAVEPOINT pk_rows")
     except psycopg.errors.UniqueViolation:
         await driver.execute("ROLLBACK TO SAVEPOINT pk_rows")
-        await _copy(driver, stage, columns, lines)
-        await session.execute(insert)
+        await _copy(driver, spec.stage, spec.columns, lines)
+        await session.execute(spec.statement)
 
 
-async def insert_events(
-    session: AsyncSession, events: Sequence[Event], lines: list[str] | None = None
-) -> list[Event]:
+async def _copy_events(driver: AsyncConnection[Any], table: str, events: Sequence[Event]) -> None:
+    """Events through COPY's binary format: no text to build, none for the server to parse
+    (bench/aggregator_costs.py: 3.5 µs less Python and 2.3 µs less PostgreSQL per event
+    than the text format)."""
+    cursor = driver.cursor()
+    set_json_dumps(orjson.dumps, context=cursor)  # properties: a dict, dumped by orjson
+    async with cursor.copy(f"COPY {table} ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_EVENT_TYPES)
+        for e in events:
+            await copy.write_row(
+                (e.time, e.source, e.id, e.type, e.user_id, e.anonymous_id, e.properties,
+                 e.received_at)
+            )  # fmt: skip
+
+
+async def insert_events(session: AsyncSession, events: Sequence[Event]) -> list[Event]:
     """Store the events not seen before and return exactly those, in batch order.
 
     Nearly every batch is all new: its keys and events are COPied straight into
     `event_dedupe` and `events` under a savepoint, two round trips and no staging. If any
     key is already there (a replay after a crash, a client's retry) the savepoint is rolled
     back and the keys go through the staging table and ON CONFLICT, which names the new
-    ones. `lines` may carry `event_lines(events)` computed ahead of the transaction.
+    ones.
     """
     if not events:
         return []
     driver = await _staging(session)
-    if lines is None:
-        lines = event_lines(events)
     keys = [f"{text_field(e.source)}\t{text_field(e.id)}\n" for e in events]
     await driver.execute("SAVEPOINT pk_events")
     try:
         await _copy(driver, "event_dedupe", "source, id", keys)
-        await _copy(driver, "events", _EVENT_COLUMNS, lines)
+        await _copy_events(driver, "events", events)
         await driver.execute("RELEASE SAVEPOINT pk_events")
         return list(events)
     except psycopg.errors.UniqueViolation:
         await driver.execute("ROLLBACK TO SAVEPOINT pk_events")
     await _copy(driver, "pk_stage_keys", "source, id", keys)
     fresh_keys = {(source, id_) for source, id_ in await session.execute(_DEDUPE)}
-    keep = [i for i, e in enumerate(events) if (e.source, e.id) in fresh_keys]
-    fresh = [events[i] for i in keep]
+    fresh = [e for e in events if (e.source, e.id) in fresh_keys]
     if not fresh:
         return fresh
     # An event stored before its key was purged from event_dedupe is never stored twice.
-    await _copy(driver, "pk_stage_events", _EVENT_COLUMNS, [lines[i] for i in keep])
+    await _copy_events(driver, "pk_stage_events", fresh)
     stored = {(source, id_) for source, id_ in await session.execute(_INSERT_EVENTS_SAFELY)}
     return [e for e in fresh if (e.source, e.id) in stored]
 
@@ -329,76 +333,113 @@ async def purge_dedupe(session: AsyncSession, window: timedelta, limit: int = 50
 # --- KPI state -----------------------------------------------------------------------------
 
 
-async def write_state(
-    session: AsyncSession,
+@dataclass(frozen=True, slots=True)
+class StateTable:
+    """How a KPI state table is written: its COPY columns, its staging table, and the
+    statement that moves staged rows in. `merge` tables hold rows shared by every process
+    (upserted from the staging table); the others hold set rows, nearly always new, which
+    go in by a plain COPY and use the statement (ON CONFLICT DO NOTHING) only as fallback."""
+
+    columns: str
+    stage: str
+    statement: Any  # a TextClause
+    merge: bool
+
+
+# In the order a batch writes them: points first, sorted (see write_state).
+STATE_TABLES = {
+    "kpi_points": StateTable(_POINT_COLUMNS, "pk_stage_points", _UPSERT_POINTS, merge=True),
+    "kpi_distinct": StateTable(
+        "kpi, bucket, dims, value", "pk_stage_distinct", _INSERT_DISTINCT, merge=False
+    ),
+    "kpi_funnel_steps": StateTable(
+        "kpi, actor, step, time, dims", "pk_stage_funnel", _INSERT_FUNNEL, merge=False
+    ),
+    "kpi_retention_cohorts": StateTable(
+        "kpi, actor, first_time, first_key, dims", "pk_stage_cohorts", _UPSERT_COHORTS, merge=True
+    ),
+    "kpi_retention_returns": StateTable(
+        "kpi, actor, slot", "pk_stage_returns", _INSERT_RETURNS, merge=False
+    ),
+}
+
+
+def state_lines(
     state: Rollup,
     catalog: Catalog,
     *,
     distinct: Collection[DistinctRow] | None = None,
     comebacks: Collection[ComebackRow] | None = None,
-) -> None:
-    """Add a (folded) rollup to the stored state of every KPI it touches.
+) -> dict[str, list[str]]:
+    """A rollup as COPY text lines per state table (only tables it has rows for).
 
     `distinct` and `comebacks` narrow the state's set rows to those the caller does not
-    know to be stored already (by default, all of them).
-
-    Per-minute points are shared by every process and go in sorted order (same lock order
-    everywhere, no deadlock). Distinct, funnel and retention rows are per actor, and an
-    actor's events share a partition (message key), so two processes rarely meet on one;
-    if they do, the deadlock is detected and the batch retried.
+    know to be stored already (by default, all of them). Points come sorted, so two
+    processes upserting the same minutes lock them in the same order.
     """
-    if state.is_empty():
-        return
     distinct = state.distinct if distinct is None else distinct
     comebacks = state.comebacks if comebacks is None else comebacks
-    driver = await _staging(session)
     names = {kpi: catalog.dimensions(kpi) for kpi in catalog.specs}
     times = CopyTimes()
+    out: dict[str, list[str]] = {}
     if state.points:
-        # Upserts of shared rows: sorted, so two processes lock them in the same order.
         points = sorted(
-            ((kpi, _dims_json(names[kpi], dims), minute), point)
+            ((kpi, dims_json(names[kpi], dims), minute), point)
             for (kpi, dims, minute), point in state.points.items()
         )
-        lines = [
+        out["kpi_points"] = [
             f"{text_field(kpi)}\t{text_field(dims)}\t{times.bucket(minute)}\t{p.count}\t{p.sum!r}\t"
             f"{float_field(p.min)}\t{float_field(p.max)}\t{float_field(p.last_value)}\t"
             f"{NULL if p.last_ts is None else times(p.last_ts)}\t"
             f"{NULL if p.sketch is None else orjson.dumps(p.sketch).decode()}\n"
             for (kpi, dims, minute), p in points
         ]
-        await _copy(driver, "pk_stage_points", _POINT_COLUMNS, lines)
-        await session.execute(_UPSERT_POINTS)
     if distinct:
-        lines = [
+        out["kpi_distinct"] = [
             f"{text_field(kpi)}\t{times.bucket(minute)}\t"
-            f"{text_field(_dims_json(names[kpi], dims))}\t{text_field(value)}\n"
+            f"{text_field(dims_json(names[kpi], dims))}\t{text_field(value)}\n"
             for kpi, dims, minute, value in distinct
         ]
-        await _insert_new(session, driver, "kpi_distinct", lines)
     if state.funnel:
-        lines = [
-            f"{text_field(kpi)}\t{text_field(actor)}\t{step}\t{times(ts)}\t"
-            f"{text_field(_dims_json(names[kpi], dims))}\n"
-            for kpi, actor, step, ts, dims in state.funnel
-        ]
         # One row per step event: a row already stored means two events of one actor at
         # the same microsecond.
-        await _insert_new(session, driver, "kpi_funnel_steps", lines)
+        out["kpi_funnel_steps"] = [
+            f"{text_field(kpi)}\t{text_field(actor)}\t{step}\t{times(ts)}\t"
+            f"{text_field(dims_json(names[kpi], dims))}\n"
+            for kpi, actor, step, ts, dims in state.funnel
+        ]
     if state.cohorts:
-        lines = [
+        out["kpi_retention_cohorts"] = [
             f"{text_field(kpi)}\t{text_field(actor)}\t{times(c.ts)}\t{text_field(c.key)}\t"
-            f"{text_field(_dims_json(names[kpi], c.dims))}\n"
+            f"{text_field(dims_json(names[kpi], c.dims))}\n"
             for (kpi, actor), c in state.cohorts.items()
         ]
-        await _copy(driver, "pk_stage_cohorts", "kpi, actor, first_time, first_key, dims", lines)
-        await session.execute(_UPSERT_COHORTS)
     if comebacks:
-        lines = [
+        out["kpi_retention_returns"] = [
             f"{text_field(kpi)}\t{text_field(actor)}\t{times(slot * SLOT_US)}\n"
             for kpi, actor, slot in comebacks
         ]
-        await _insert_new(session, driver, "kpi_retention_returns", lines)
+    return out
+
+
+async def write_state(session: AsyncSession, lines: Mapping[str, list[str]]) -> None:
+    """Add a (folded) rollup, as `state_lines`, to the stored state of every KPI it touches.
+
+    Per-minute points are shared by every process and are upserted in sorted order (same
+    lock order everywhere, no deadlock). Distinct, funnel and retention rows are per actor,
+    and an actor's events share a partition (message key), so two processes rarely meet on
+    one; if they do, the deadlock is detected and the batch retried.
+    """
+    if not lines:
+        return
+    driver = await _staging(session)
+    for table, rows in lines.items():
+        spec = STATE_TABLES[table]
+        if spec.merge:
+            await _copy(driver, spec.stage, spec.columns, rows)
+            await session.execute(spec.statement)
+        else:
+            await _insert_new(session, driver, table, rows)
 
 
 _DELETE_RANGE = {

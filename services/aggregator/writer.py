@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.aggregator import metrics, repository
 from services.aggregator.batch import Batch
 from services.aggregator.catalog import Catalog
-from services.aggregator.copy_text import event_lines
 from services.aggregator.definitions import Definitions
 from services.aggregator.guard import CardinalityGuard
 from services.aggregator.known import KnownRows
@@ -60,7 +59,6 @@ class Prepared:
     batch: Batch
     catalog: Catalog
     state: Rollup  # rollup of every event, valid if all turn out new and definitions hold
-    event_lines: list[str]
 
 
 @dataclass(slots=True)
@@ -107,15 +105,9 @@ class BatchWriter:
 
     def prepare(self, records: list[Any], batch: Batch) -> Prepared:
         """CPU work done before the transaction, while the previous batch is being written:
-        the rollup (assuming every event is new, as it nearly always is) and the COPY text."""
+        the rollup, assuming every event is new (as it nearly always is)."""
         catalog = self._definitions.catalog
-        return Prepared(
-            records,
-            batch,
-            catalog,
-            rollup(batch.events, catalog),
-            event_lines(batch.events),
-        )
+        return Prepared(records, batch, catalog, rollup(batch.events, catalog))
 
     async def write(self, batch: Batch, prepared: Prepared | None = None) -> Written:
         started = time.perf_counter()
@@ -130,8 +122,7 @@ class BatchWriter:
             if await self._definitions.ensure_current(session):
                 self.forget()
             catalog = self._definitions.catalog
-            lines = prepared.event_lines if prepared is not None else None
-            fresh = await repository.insert_events(session, batch.events, lines)
+            fresh = await repository.insert_events(session, batch.events)
             out.applied = len(fresh)
             out.duplicates = len(batch.events) - len(fresh) + batch.duplicates_in_batch
             if (
@@ -145,13 +136,13 @@ class BatchWriter:
             admitted, pending = await self._guard.resolve(session, state, catalog)
             state, folds = fold(state, admitted)
             await repository.lock_kpis_shared(session, state.kpis())
-            await repository.write_state(
-                session,
+            state_text = repository.state_lines(
                 state,
                 catalog,
                 distinct=self._known_distinct.unknown(state.distinct),
                 comebacks=self._known_comebacks.unknown(state.comebacks),
             )
+            await repository.write_state(session, state_text)
             await repository.store_updates(session, changed_ranges(state, catalog))
             await repository.store_offsets(
                 session,

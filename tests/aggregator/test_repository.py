@@ -45,6 +45,44 @@ async def test_an_event_whose_dedupe_record_was_purged_is_not_stored_or_counted_
         await engine.dispose()
 
 
+AWKWARD = 'tab\there, line\nbreak, back\\slash, quote" 引号 \U0001f600 \\N'
+
+
+async def test_events_are_stored_exactly_as_decoded_on_both_copy_paths(
+    service_env: dict[str, str],
+) -> None:
+    """Events go in by binary COPY, straight into `events` (all new) or through the staging
+    table (a batch that met keys already seen): text with COPY's special characters, nested
+    properties and times keep every character and microsecond on both paths."""
+    engine = make_engine(settings_from(service_env), application_name="test")
+    sessions = make_sessionmaker(engine)
+    properties = {AWKWARD: [AWKWARD, 1.5, None, True], "nested": {"k": AWKWARD, "n": 2**53}}
+    moment = oracle.BASE + timedelta(microseconds=123_457)
+    first = to_event(oracle.Raw("web", f"{AWKWARD}1", "order", moment, AWKWARD, None, properties))
+    second = to_event(oracle.Raw("web", f"{AWKWARD}2", "order", moment, None, AWKWARD, {}))
+    try:
+        async with transaction(sessions) as session:
+            assert await repository.insert_events(session, [first]) == [first]
+        async with transaction(sessions) as session:  # `first` again: the staging path
+            assert await repository.insert_events(session, [first, second]) == [second]
+        async with transaction(sessions) as session:
+            rows = (
+                await session.execute(
+                    text(
+                        "SELECT time, source, id, type, user_id, anonymous_id, properties,"
+                        " received_at FROM events ORDER BY id"
+                    )
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            (e.time, e.source, e.id, e.type, e.user_id, e.anonymous_id, e.properties,
+             e.received_at)
+            for e in (first, second)
+        ]  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
 async def test_set_rows_another_writer_stored_fall_back_and_are_stored_once(
     service_env: dict[str, str],
 ) -> None:
@@ -83,11 +121,11 @@ async def test_set_rows_another_writer_stored_fall_back_and_are_stored_once(
 
     try:
         async with transaction(sessions) as session:
-            await repository.write_state(session, first, CATALOG)
+            await repository.write_state(session, repository.state_lines(first, CATALOG))
         assert await stored() == rows_of(first)
         # Every row of `first` again, plus new ones: the plain COPY meets stored rows.
         async with transaction(sessions) as session:
-            await repository.write_state(session, both, CATALOG)
+            await repository.write_state(session, repository.state_lines(both, CATALOG))
         assert await stored() == rows_of(both)
         assert len(both.distinct) > len(first.distinct)
         assert len(both.comebacks) > len(first.comebacks)
