@@ -2,7 +2,7 @@
 tried for the throughput target costs: side by side, on the same events.
 
 Python stages (this process's CPU, one thread): decoding the Kafka values, the roll-up of
-20 KPIs, the COPY text of the events and of the KPI state. PostgreSQL stages: the CPU of
+20 KPIs, the COPY rows of the events and the COPY text of the KPI state. PostgreSQL stages: the CPU of
 the database backend (`/proc/<pid>/schedstat`, nanoseconds) spent on each statement of the
 batch transaction, exactly the statements the aggregator sends (`services.aggregator
 .repository`). Every design runs in its own freshly migrated schema of the `pacekeeper`

@@ -12,7 +12,7 @@ costs an insert per row:
 
 `kpi_points (bucket DESC)` stays: the continuous aggregates refresh by bucket range over
 every KPI. In the aggregator benchmark's workload that is 2.2 index inserts fewer per
-event: PostgreSQL's CPU per event fell from 47.5 to 41.2 µs (bench/aggregator_costs.py,
+event: PostgreSQL's CPU per event fell from 42.4 to 35.7 µs (bench/aggregator_costs.py,
 median of 3 interleaved rounds, designs `time-indexes` and `current`).
 
 Revision ID: 0011
