@@ -2,11 +2,12 @@
 tried for the throughput target costs: side by side, on the same events.
 
 Python stages (this process's CPU, one thread): decoding the Kafka values, the roll-up of
-20 KPIs, the COPY rows of the events and the COPY text of the KPI state. PostgreSQL stages: the CPU of
-the database backend (`/proc/<pid>/schedstat`, nanoseconds) spent on each statement of the
-batch transaction, exactly the statements the aggregator sends (`services.aggregator
-.repository`). Every design runs in its own freshly migrated schema of the `pacekeeper`
-database, on the same events, cut into the same batches, one design after the other:
+20 KPIs, the COPY rows of the events and the COPY text of the KPI state. PostgreSQL
+stages: the CPU of the database backend (`/proc/<pid>/schedstat`, nanoseconds) spent on
+each statement of the batch transaction, exactly the statements the aggregator sends
+(`services.aggregator.repository`). Every design runs in its own freshly migrated schema
+of the `pacekeeper` database, on the same events, cut into the same batches, one design
+after the other:
 
 - `current`: what the aggregator does (dedupe row + events row per event, the events in
   COPY's binary format, distinct values per minute, plain COPY of rows not known to be
