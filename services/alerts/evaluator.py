@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,7 +48,7 @@ from services.alerts.evaluation.windows import judgement_time, rule_window
 from services.alerts.notify.payload import webhook_payload
 from services.alerts.silence import Acknowledger, Silencer
 from services.alerts.store.alerts import AlertRecord
-from services.alerts.store.goals import GoalStatusRecord, LastStatus
+from services.alerts.store.goals import GoalReadingRow, GoalStatusRecord, LastStatus
 from shared.config.alerting import ChannelType, RuleKind, RuleSpec
 from shared.config.kpis import KpiKind
 
@@ -72,8 +72,16 @@ class CycleResult:
 
 
 class Evaluator:
-    def __init__(self, *, default_timezone: str, external_url: str, events_topic: str) -> None:
+    def __init__(
+        self,
+        *,
+        default_timezone: str,
+        external_url: str,
+        events_topic: str,
+        goal_history_retention: timedelta = timedelta(days=90),
+    ) -> None:
         self.config_cache = ConfigCache(default_timezone)
+        self.goal_history_retention = goal_history_retention
         self.events_topic = events_topic
         self.external_url = external_url.rstrip("/")
         self.alerts: dict[str, AlertRecord] = {}
@@ -322,6 +330,7 @@ class Evaluator:
     ) -> None:
         readings = await read_goals(session, config, at)
         rows: dict[str, GoalStatusRecord] = {}
+        dashboard_rows: list[GoalReadingRow] = []
         for name, reading in readings.items():
             goal, period, pace = reading.goal, reading.period, reading.pace
             latest = LastStatus(pace.status.value, period.start)
@@ -342,7 +351,11 @@ class Evaluator:
                 contributors = await goal_contributors(session, config, goal, period, at)
             for status in BAD_GOAL_STATUSES:
                 self._step_goal(reading, status, contributors, now, result)
+            dashboard_rows.append(_dashboard_row(reading, contributors, now))
         await store.goals.insert_goal_status(session, rows)
+        await store.goals.store_readings(
+            session, dashboard_rows, keep=self.goal_history_retention, now=now
+        )
         counts = dict.fromkeys(pacing.GoalStatus, 0)
         for reading in readings.values():
             counts[reading.pace.status] += 1
@@ -524,3 +537,27 @@ def _project(
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
+
+
+def _dashboard_row(
+    reading: GoalReading, contributors: list[dict[str, Any]], now: datetime
+) -> GoalReadingRow:
+    goal, period, pace = reading.goal, reading.period, reading.pace
+    return GoalReadingRow(
+        goal=goal.name,
+        kpi=goal.kpi,
+        direction=goal.direction.value,
+        period_start=period.start,
+        period_end=period.end,
+        elapsed=pace.elapsed,
+        status=pace.status.value,
+        value=pace.value,
+        target=pace.target,
+        expected=pace.expected,
+        projection=pace.projection,
+        gap=pace.gap,
+        attainment=pacing.attainment(pace.value, pace.target, goal.direction),
+        projected_attainment=pacing.attainment(pace.projection, pace.target, goal.direction),
+        evaluated_at=now,
+        contributors=contributors,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field, SecretStr, model_validator
 
 from shared.settings import BaseServiceSettings
@@ -55,6 +57,9 @@ class AlertsSettings(BaseServiceSettings):
 
     # Resolved alerts stay listed under GET /v1/alerts this long.
     alerts_resolved_retention_hours: float = Field(168.0, gt=0)
+    # Goal readings for dashboards (goal_reading_history, one per goal and 5 minutes) are
+    # kept this long: ~26,000 rows per goal for 90 days.
+    alerts_goal_history_retention: timedelta = Field(timedelta(days=90), gt=timedelta(0))
     alerts_shutdown_timeout_seconds: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")

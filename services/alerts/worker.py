@@ -59,6 +59,7 @@ class Worker:
             default_timezone=settings.timezone,
             external_url=settings.alerts_external_url,
             events_topic=settings.events_topic,
+            goal_history_retention=settings.alerts_goal_history_retention,
         )
         self.leading = False
         self._updates: asyncio.Queue[set[str] | None] = asyncio.Queue(maxsize=10_000)

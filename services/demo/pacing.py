@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from services.alerts.evaluation.goals import CUMULATIVE_KINDS, GoalPeriod, Pace, goal_period, pace
-from shared.config.alerting import Direction
+from services.alerts.evaluation.goals import (
+    CUMULATIVE_KINDS,
+    GoalPeriod,
+    Pace,
+    attainment,
+    goal_period,
+    pace,
+)
 
 __all__ = [
     "CUMULATIVE_KINDS",
@@ -44,13 +50,3 @@ def review_status(result: Pace) -> ReviewStatus:
     if result.elapsed >= 1.0 and result.status.value == "off_track":
         return ReviewStatus.missed
     return ReviewStatus(result.status.value)
-
-
-def attainment(value: float | None, target: float | None, direction: Direction) -> float | None:
-    """How much of the target the value reaches: value/target, or target/value for a cap."""
-    if value is None or target is None:
-        return None
-    if direction is Direction.at_least:
-        return value / target if target else None
-    # A zero (perfect) value of an at-most KPI has no meaningful ratio; the status says it.
-    return target / value if value > 0 else None

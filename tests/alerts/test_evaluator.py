@@ -18,6 +18,8 @@ from services.alerts.silence import Matcher
 from shared.config.store import delete_spec
 from shared.db import transaction
 from tests.alerts.conftest import ApplyConfig, put_points
+from tests.conftest import connect_as_grafana
+from tests.deploy.dashboards import load_dashboards, render, sql_queries
 
 pytestmark = pytest.mark.integration
 
@@ -61,13 +63,11 @@ def payloads(db: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     return [r[0] for r in db.execute("SELECT payload FROM deliveries ORDER BY id").fetchall()]
 
 
-async def test_goal_falling_behind_notifies_once_with_its_gap_and_drivers(
-    apply_yaml: ApplyConfig,
-    db: psycopg.Connection[Any],
-    cycle: Cycle,
-    sessions: async_sessionmaker[AsyncSession],
+async def a_goal_behind(
+    apply_yaml: ApplyConfig, db: psycopg.Connection[Any], now: datetime
 ) -> None:
-    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    """revenue-push: 500 of 10,000 one day into a three-day period, and the previous three
+    days earned more from the app than this period so far."""
     today = now.date()
     await apply_yaml(
         KPIS
@@ -77,12 +77,22 @@ goals:
      deadline: {today + timedelta(days=1)}, channels: [ops]}}
 """
     )
-    # The previous three days earned more from the app than this period so far.
     earlier = now - timedelta(days=3)
     put_points(db, "revenue", 10, total=900, dims={"source": "app"}, bucket=earlier)
     put_points(db, "revenue", 10, total=100, dims={"source": "web"}, bucket=earlier)
     put_points(db, "revenue", 5, total=300, dims={"source": "app"}, bucket=now)
     put_points(db, "revenue", 5, total=200, dims={"source": "web"}, bucket=now)
+
+
+async def test_goal_falling_behind_notifies_once_with_its_gap_and_drivers(
+    apply_yaml: ApplyConfig,
+    db: psycopg.Connection[Any],
+    cycle: Cycle,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    today = now.date()
+    await a_goal_behind(apply_yaml, db, now)
     await cycle(now)
     for i in range(1, 4):
         await cycle(now + timedelta(seconds=i))
@@ -255,3 +265,71 @@ rules:
     await cycle(now)
     (payload,) = payloads(db)
     assert [a["labels"]["alertname"] for a in payload["alerts"]] == ["orders-low"]
+
+
+async def test_goal_readings_for_dashboards_follow_every_evaluation_and_stay_bounded(
+    apply_yaml: ApplyConfig,
+    db: psycopg.Connection[Any],
+    evaluator: Evaluator,
+    cycle: Cycle,
+    sessions: async_sessionmaker[AsyncSession],
+    database_url: str,
+    schema: str,
+) -> None:
+    step = 300  # goal_reading_history keeps one reading per goal and 5 minutes
+    base = datetime.fromtimestamp(int(datetime.now(UTC).timestamp()) // step * step + 30, UTC)
+    await a_goal_behind(apply_yaml, db, base)
+    evaluator.goal_history_retention = timedelta(minutes=10)
+    for minutes in (0, 1, 6):
+        await cycle(base + timedelta(minutes=minutes))
+
+    ((goal, kpi, direction, status, value, target, attainment, projected, projection,
+      contributors, evaluated_at),) = db.execute(
+        "SELECT goal, kpi, direction, status, value, target, attainment, projected_attainment,"
+        " projection, contributors, evaluated_at FROM goal_readings"
+    ).fetchall()  # fmt: skip
+    assert (goal, kpi, direction, status) == ("revenue-push", "revenue", "at_least", "off_track")
+    assert (value, target) == (500, 10000)
+    assert attainment == pytest.approx(500 / 10000)
+    assert projected == pytest.approx(projection / 10000)
+    assert contributors[0]["dims"] == {"source": "app"}
+    assert evaluated_at == base + timedelta(minutes=6)
+    # One row per 5 minutes, holding the latest reading of those 5 minutes.
+    history = db.execute(
+        "SELECT bucket, evaluated_at, value FROM goal_reading_history ORDER BY bucket"
+    ).fetchall()
+    assert history == [
+        (base - timedelta(seconds=30), base + timedelta(minutes=1), 500),
+        (base + timedelta(minutes=5, seconds=-30), base + timedelta(minutes=6), 500),
+    ]
+
+    # The provisioned dashboard reads them as the read-only role.
+    dashboard = load_dashboards()["pacekeeper-goals.json"]
+    queries = {q.where: q for q in sql_queries("goals", dashboard)}
+    with connect_as_grafana(database_url, schema) as grafana:
+
+        def run(where: str) -> list[tuple[Any, ...]]:
+            rendered = render(
+                queries[where].sql,
+                time_from=(base - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                time_to=(base + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                interval="5m",
+                variables={"goal": ["revenue-push"]},
+            )
+            return grafana.execute(rendered).fetchall()
+
+        assert run("goals: variable goal") == [("revenue-push",)]
+        (row,) = run("goals: panel 'Where every goal stands' A")
+        assert row[:4] == ("revenue-push", "revenue", "off_track", 500)
+        assert row[11].startswith("source=app (")
+        assert run("goals: panel 'Goals by status' A") == [(1, 0, 0, 0)]
+        assert [r[1] for r in run("goals: panel '${goal}' A")] == [500, 500]
+
+    # Older than the retention: pruned. A goal taken out of the configuration: forgotten.
+    await cycle(base + timedelta(minutes=20))
+    buckets = db.execute("SELECT bucket FROM goal_reading_history").fetchall()
+    assert buckets == [(base + timedelta(minutes=20, seconds=-30),)]
+    async with transaction(sessions) as session:
+        await delete_spec(session, "goals", "revenue-push")
+    await cycle(base + timedelta(minutes=21))
+    assert db.execute("SELECT count(*) FROM goal_readings").fetchone() == (0,)

@@ -196,6 +196,16 @@ def pace(
     return Pace(status, value, target, expected, projection, gap, elapsed)
 
 
+def attainment(value: float | None, target: float | None, direction: Direction) -> float | None:
+    """How much of the target the value reaches: value/target, or target/value for a cap."""
+    if value is None or target is None:
+        return None
+    if direction is Direction.at_least:
+        return value / target if target else None
+    # A zero (perfect) value of an at-most KPI has no meaningful ratio; the status says it.
+    return target / value if value > 0 else None
+
+
 def top_contributors(
     current: Mapping[str, float],
     previous: Mapping[str, float],

@@ -1,11 +1,15 @@
-"""`goal_status`: one row per goal evaluation whose status differs from the previous one."""
+"""Goal readings: `goal_status` (a row per evaluation whose status differs from the previous
+one, for the API's history), `goal_readings` (every goal's latest reading) and
+`goal_reading_history` (one reading per goal and 5 minutes), the last two for dashboards."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,3 +68,109 @@ async def goal_history(session: AsyncSession, goal: str, limit: int) -> list[Goa
     """Newest first."""
     rows = await session.execute(_HISTORY, {"goal": goal, "limit": limit})
     return [GoalStatusRecord(*r) for r in rows]
+
+
+# --- readings for dashboards ---------------------------------------------------------------
+
+HISTORY_STEP = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class GoalReadingRow:
+    """One goal's full reading at one evaluation, as dashboards read it."""
+
+    goal: str
+    kpi: str
+    direction: str
+    period_start: datetime
+    period_end: datetime
+    elapsed: float
+    status: str
+    value: float | None
+    target: float | None
+    expected: float | None
+    projection: float | None
+    gap: float | None
+    attainment: float | None
+    projected_attainment: float | None
+    evaluated_at: datetime
+    contributors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def bucket(self) -> datetime:
+        """The history step this reading belongs to."""
+        step = int(HISTORY_STEP.total_seconds())
+        epoch = int(self.evaluated_at.timestamp()) // step * step
+        return datetime.fromtimestamp(epoch, UTC)
+
+
+_READING_COLUMNS = (
+    "kpi, direction, period_start, period_end, elapsed, status, value, target, expected,"
+    " projection, gap, attainment, projected_attainment, contributors, evaluated_at"
+)
+_HISTORY_COLUMNS = (
+    "period_start, status, value, target, expected, projection, attainment, evaluated_at"
+)
+
+
+def _upsert(table: str, key: str, columns: str) -> Any:
+    names = [c.strip() for c in columns.split(",")]
+    values = ", ".join(
+        "CAST(:contributors AS jsonb)" if c == "contributors" else f":{c}" for c in names
+    )
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names)
+    # Never replace a reading with an older one (a cycle that committed late).
+    return text(
+        f"INSERT INTO {table} AS t ({key}, {columns}) VALUES (:{key.replace(', ', ', :')},"
+        f" {values}) ON CONFLICT ({key}) DO UPDATE SET {updates}"
+        " WHERE excluded.evaluated_at >= t.evaluated_at"
+    )
+
+
+_UPSERT_READING = _upsert("goal_readings", "goal", _READING_COLUMNS)
+_UPSERT_HISTORY = _upsert("goal_reading_history", "goal, bucket", _HISTORY_COLUMNS)
+_FORGET_READINGS = text("DELETE FROM goal_readings WHERE goal <> ALL(CAST(:goals AS text[]))")
+_PRUNE_HISTORY = text("DELETE FROM goal_reading_history WHERE bucket < :before")
+_READINGS = text(f"SELECT goal, {_READING_COLUMNS} FROM goal_readings ORDER BY goal")
+
+
+async def store_readings(
+    session: AsyncSession, rows: Sequence[GoalReadingRow], *, keep: timedelta, now: datetime
+) -> None:
+    """Every declared goal's latest reading (goals no longer declared lose theirs), the
+    history's row of this 5-minute step, and the history older than `keep` pruned."""
+    await session.execute(_FORGET_READINGS, {"goals": [r.goal for r in rows]})
+    if rows:
+        params = [
+            {**asdict(r), "contributors": orjson.dumps(r.contributors).decode(), "bucket": r.bucket}
+            for r in rows
+        ]
+        await session.execute(_UPSERT_READING, params)
+        await session.execute(_UPSERT_HISTORY, params)
+    await session.execute(_PRUNE_HISTORY, {"before": now - keep})
+
+
+async def goal_readings(session: AsyncSession) -> list[GoalReadingRow]:
+    """Every stored latest reading, by goal name."""
+    rows = await session.execute(_READINGS)
+    return [
+        GoalReadingRow(
+            goal=r.goal,
+            kpi=r.kpi,
+            direction=r.direction,
+            period_start=r.period_start,
+            period_end=r.period_end,
+            elapsed=r.elapsed,
+            status=r.status,
+            value=r.value,
+            target=r.target,
+            expected=r.expected,
+            projection=r.projection,
+            gap=r.gap,
+            attainment=r.attainment,
+            projected_attainment=r.projected_attainment,
+            evaluated_at=r.evaluated_at,
+            contributors=r.contributors,
+        )
+        for r in rows
+    ]
