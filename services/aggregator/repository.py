@@ -433,8 +433,10 @@ async def write_state(session: AsyncSession, lines: Mapping[str, list[str]]) -> 
     if not lines:
         return
     driver = await _staging(session)
-    for table, rows in lines.items():
-        spec = STATE_TABLES[table]
+    for table, spec in STATE_TABLES.items():  # the lock order, whatever the mapping's
+        rows = lines.get(table)
+        if not rows:
+            continue
         if spec.merge:
             await _copy(driver, spec.stage, spec.columns, rows)
             await session.execute(spec.statement)

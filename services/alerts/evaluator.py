@@ -8,6 +8,7 @@ are they applied in memory. A failed transaction leaves memory as it was.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alerts import metrics, store
@@ -57,6 +59,8 @@ from shared.config.kpis import KpiKind
 QUERY_CHUNK = 2000
 _NO_GROUP: dict[DimsKey, dict[str, str]] = {(): {}}
 # Kinds whose value over a window only grows as the window's data arrives.
+log = logging.getLogger(__name__)
+
 MONOTONE_KINDS = frozenset({KpiKind.count, KpiKind.count_distinct})
 BAD_GOAL_STATUSES = (pacing.GoalStatus.at_risk, pacing.GoalStatus.off_track)
 
@@ -353,14 +357,26 @@ class Evaluator:
                 self._step_goal(reading, status, contributors, now, result)
             dashboard_rows.append(_dashboard_row(reading, contributors, now))
         await store.goals.insert_goal_status(session, rows)
-        await store.goals.store_readings(
-            session, dashboard_rows, keep=self.goal_history_retention, now=now
-        )
+        await self._store_readings(session, config, dashboard_rows, now)
         counts = dict.fromkeys(pacing.GoalStatus, 0)
         for reading in readings.values():
             counts[reading.pace.status] += 1
         for status, count in counts.items():
             metrics.GOALS.labels(status.value).set(count)
+
+    async def _store_readings(
+        self, session: AsyncSession, config: Config, rows: list[GoalReadingRow], now: datetime
+    ) -> None:
+        """The readings for dashboards, in a savepoint: failing to store them (a schema not
+        yet migrated to 0012, say) must never stop the cycle's alerts."""
+        try:
+            async with session.begin_nested():
+                await store.goals.store_readings(
+                    session, rows, declared=config.goals, keep=self.goal_history_retention, now=now
+                )
+        except DBAPIError as exc:
+            metrics.GOAL_READINGS_FAILED.inc()
+            log.warning("goal readings not stored", extra={"error": str(exc.orig)})
 
     def _step_goal(
         self,

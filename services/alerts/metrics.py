@@ -38,3 +38,7 @@ DELIVERY_SECONDS = Histogram(
 )
 QUEUE_DEPTH = Gauge("pacekeeper_alerts_delivery_queue_depth", "Notifications waiting for delivery")
 LEADER = Gauge("pacekeeper_alerts_leader", "1 while this instance is the active evaluator")
+GOAL_READINGS_FAILED = Counter(
+    "pacekeeper_alerts_goal_readings_failed_total",
+    "Evaluations whose goal readings for dashboards could not be stored (alerting went on)",
+)

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alerts import store
@@ -332,4 +333,22 @@ async def test_goal_readings_for_dashboards_follow_every_evaluation_and_stay_bou
     async with transaction(sessions) as session:
         await delete_spec(session, "goals", "revenue-push")
     await cycle(base + timedelta(minutes=21))
+    assert db.execute("SELECT count(*) FROM goal_readings").fetchone() == (0,)
+
+
+async def test_goal_alerts_go_on_when_the_readings_for_dashboards_cannot_be_stored(
+    apply_yaml: ApplyConfig, db: psycopg.Connection[Any], cycle: Cycle
+) -> None:
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    await a_goal_behind(apply_yaml, db, now)
+    # Any database error storing them (here: a constraint no row can meet).
+    db.execute("ALTER TABLE goal_reading_history ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+    failed = "pacekeeper_alerts_goal_readings_failed_total"
+    before = REGISTRY.get_sample_value(failed) or 0.0
+    for i in range(2):
+        await cycle(now + timedelta(seconds=i))
+    assert [p["alerts"][0]["labels"]["goal"] for p in payloads(db)] == ["revenue-push"]
+    assert db.execute("SELECT status FROM goal_status").fetchall() == [("off_track",)]
+    assert REGISTRY.get_sample_value(failed) == before + 2
+    # The savepoint rolled back the readings as a whole: no half-written state.
     assert db.execute("SELECT count(*) FROM goal_readings").fetchone() == (0,)

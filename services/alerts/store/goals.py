@@ -4,7 +4,7 @@ one, for the API's history), `goal_readings` (every goal's latest reading) and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -135,11 +135,17 @@ _READINGS = text(f"SELECT goal, {_READING_COLUMNS} FROM goal_readings ORDER BY g
 
 
 async def store_readings(
-    session: AsyncSession, rows: Sequence[GoalReadingRow], *, keep: timedelta, now: datetime
+    session: AsyncSession,
+    rows: Sequence[GoalReadingRow],
+    *,
+    declared: Collection[str],
+    keep: timedelta,
+    now: datetime,
 ) -> None:
-    """Every declared goal's latest reading (goals no longer declared lose theirs), the
-    history's row of this 5-minute step, and the history older than `keep` pruned."""
-    await session.execute(_FORGET_READINGS, {"goals": [r.goal for r in rows]})
+    """The latest reading of each goal evaluated (a goal no longer `declared` loses its row;
+    one not evaluated now, its period not begun, keeps its last), the history's row of
+    this 5-minute step, and the history older than `keep` pruned."""
+    await session.execute(_FORGET_READINGS, {"goals": sorted(declared)})
     if rows:
         params = [
             {**asdict(r), "contributors": orjson.dumps(r.contributors).decode(), "bucket": r.bucket}
