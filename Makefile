@@ -10,6 +10,11 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_DURATION ?= 0
 
+# The tests and the demo start the services as processes, dozens of times, each importing
+# the same modules. A machine that sets PYTHONDONTWRITEBYTECODE makes every start compile
+# them all from source again: 7.1 s against 2.7 s for importing the three services here.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: help setup infra-up infra-down test test-unit lint fmt demo report-deps bench observability clean
 
 help: ## list the targets
