@@ -257,7 +257,7 @@ def test_old_data_reads_through_the_aggregates_for_kpi_functions_and_dashboards(
             time_from=month[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
             time_to=month[1].strftime("%Y-%m-%dT%H:%M:%SZ"),
             interval="1d",
-            variables={"kpi": ["orders"], "dims": [""]},
+            variables={"kpi": ["orders"], "dims": [""], "goal": ["none-yet"]},
         )
         cursor = grafana.execute(rendered)
         assert cursor.description, query.where
