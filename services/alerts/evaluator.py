@@ -337,25 +337,17 @@ class Evaluator:
         dashboard_rows: list[GoalReadingRow] = []
         for name, reading in readings.items():
             goal, period, pace = reading.goal, reading.period, reading.pace
-            latest = LastStatus(pace.status.value, period.start)
-            if self.goal_statuses.get(name) != latest:
-                rows[name] = GoalStatusRecord(
-                    period_start=period.start,
-                    period_end=period.end,
-                    status=pace.status.value,
-                    value=pace.value,
-                    target=pace.target,
-                    expected=pace.expected,
-                    projection=pace.projection,
-                    evaluated_at=now,
-                )
-                result.goal_statuses[name] = latest
             contributors: list[dict[str, Any]] = []
             if pace.status in BAD_GOAL_STATUSES:
                 contributors = await goal_contributors(session, config, goal, period, at)
             for status in BAD_GOAL_STATUSES:
                 self._step_goal(reading, status, contributors, now, result)
-            dashboard_rows.append(_dashboard_row(reading, contributors, now))
+            row = _dashboard_row(reading, contributors, now)
+            dashboard_rows.append(row)
+            latest = LastStatus(pace.status.value, period.start)
+            if self.goal_statuses.get(name) != latest:
+                rows[name] = row.status_record()
+                result.goal_statuses[name] = latest
         await store.goals.insert_goal_status(session, rows)
         await self._store_readings(session, config, dashboard_rows, now)
         counts = dict.fromkeys(pacing.GoalStatus, 0)

@@ -96,6 +96,19 @@ class GoalReadingRow:
     evaluated_at: datetime
     contributors: list[dict[str, Any]] = field(default_factory=list)
 
+    def status_record(self) -> GoalStatusRecord:
+        """The same reading as `goal_status` keeps it."""
+        return GoalStatusRecord(
+            period_start=self.period_start,
+            period_end=self.period_end,
+            status=self.status,
+            value=self.value,
+            target=self.target,
+            expected=self.expected,
+            projection=self.projection,
+            evaluated_at=self.evaluated_at,
+        )
+
     @property
     def bucket(self) -> datetime:
         """The history step this reading belongs to."""
@@ -131,7 +144,6 @@ _UPSERT_READING = _upsert("goal_readings", "goal", _READING_COLUMNS)
 _UPSERT_HISTORY = _upsert("goal_reading_history", "goal, bucket", _HISTORY_COLUMNS)
 _FORGET_READINGS = text("DELETE FROM goal_readings WHERE goal <> ALL(CAST(:goals AS text[]))")
 _PRUNE_HISTORY = text("DELETE FROM goal_reading_history WHERE bucket < :before")
-_READINGS = text(f"SELECT goal, {_READING_COLUMNS} FROM goal_readings ORDER BY goal")
 
 
 async def store_readings(
@@ -154,29 +166,3 @@ async def store_readings(
         await session.execute(_UPSERT_READING, params)
         await session.execute(_UPSERT_HISTORY, params)
     await session.execute(_PRUNE_HISTORY, {"before": now - keep})
-
-
-async def goal_readings(session: AsyncSession) -> list[GoalReadingRow]:
-    """Every stored latest reading, by goal name."""
-    rows = await session.execute(_READINGS)
-    return [
-        GoalReadingRow(
-            goal=r.goal,
-            kpi=r.kpi,
-            direction=r.direction,
-            period_start=r.period_start,
-            period_end=r.period_end,
-            elapsed=r.elapsed,
-            status=r.status,
-            value=r.value,
-            target=r.target,
-            expected=r.expected,
-            projection=r.projection,
-            gap=r.gap,
-            attainment=r.attainment,
-            projected_attainment=r.projected_attainment,
-            evaluated_at=r.evaluated_at,
-            contributors=r.contributors,
-        )
-        for r in rows
-    ]
