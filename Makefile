@@ -60,15 +60,16 @@ fmt: setup ## format the code
 demo: infra-up ## the main job: real stack, simulated products, live scorecard, alerts (DEMO_DURATION=120 ends it)
 	PACEKEEPER_DEMO_DURATION=$(DEMO_DURATION) $(BIN)/pacekeeper demo
 
-report-deps: ## Chromium and poppler (report render tests) and Pango (PDF reports), from Debian, once
+report-deps: ## Chromium and its driver (render and browser tests), poppler, Pango and CJK fonts (PDF reports), from Debian, once
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
-	for pkg in libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core; do \
+	for pkg in libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core fonts-noto-cjk; do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
-	else echo "[make] missing:$$missing (apt-get install them); the report render tests will skip"; fi
+	else echo "[make] missing:$$missing (apt-get install them); the report render and browser tests will skip"; fi
 
 bench: infra-up ## benchmarks; figures go to bench/results/*.json
 	$(BIN)/python bench/run_all.py
