@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.i18n import DEFAULT_LOCALE, Locale
+
 EVENTS_TOPIC = "pacekeeper.events.v1"
 DLQ_TOPIC = "pacekeeper.events.dlq.v1"
 KPI_UPDATES_TOPIC = "pacekeeper.kpi-updates.v1"
@@ -49,6 +51,9 @@ class BaseServiceSettings(BaseSettings):
     # Tests isolate themselves in a schema of their own; services follow it via search_path.
     database_schema: str | None = None
     timezone: str = "UTC"
+    # The language of the report, the web scorecard and notification texts, with its number,
+    # currency and date formats (shared.i18n): en | zh-CN.
+    locale: Locale = DEFAULT_LOCALE
     admin_token: SecretStr = SecretStr("pacekeeper-local-admin")
     log_level: str = "INFO"
     log_json: bool = False
