@@ -15,7 +15,7 @@ DEMO_DURATION ?= 0
 # them all from source again: 7.1 s against 2.7 s for importing the three services here.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup infra-up infra-down test test-unit lint fmt demo report-deps bench observability clean
+.PHONY: help setup infra-up infra-down test test-unit lint fmt demo report-deps bench observability clean i18n
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -70,6 +70,17 @@ report-deps: ## Chromium and its driver (render and browser tests), poppler, Pan
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
 	else echo "[make] missing:$$missing (apt-get install them); the report render and browser tests will skip"; fi
+
+# The compiled catalogues (.mo) are committed next to their .po files, so a fresh clone,
+# the wheel and the image need no compile step; tests/shared/test_i18n.py fails when a .po,
+# its .mo or the template is behind the code.
+I18N_DIR := shared/locale
+i18n: setup ## extract the messages, update the catalogues in shared/locale/ and compile them
+	$(BIN)/pybabel -q extract -F babel.cfg --add-location=file --sort-output --project=Pacekeeper \
+	  --copyright-holder="Pacekeeper authors" -o $(I18N_DIR)/pacekeeper.pot .
+	$(BIN)/pybabel -q update -i $(I18N_DIR)/pacekeeper.pot -d $(I18N_DIR) -D pacekeeper \
+	  --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -d $(I18N_DIR) -D pacekeeper --statistics
 
 bench: infra-up ## benchmarks; figures go to bench/results/*.json
 	$(BIN)/python bench/run_all.py

@@ -14,14 +14,15 @@ The whole API, for the report, the web scorecard and the notifications:
     install(env, Locale.zh_CN)                    # a Jinja2 Environment, once per locale:
         # {% trans %}…{% endtrans %}, {{ _("…") }}, {{ ngettext("%(num)d alert", …, n) }}
         # (newstyle gettext: %(name)s placeholders filled from keyword arguments), and the
-        # filters number, percent, currency, date, datetime below with the locale bound;
-        # the global `locale` is the `Locale`.
+        # filters number, percent, currency, date, datetime, interval below with the
+        # locale bound; the globals `locale` (the `Locale`) and `term` (below).
     format_number(1234.5, locale, decimals=2)     # "1,234.50"
     format_percent(0.1234, locale, decimals=1)    # "12.3%"
     format_currency(1234.5, "CNY", locale)        # en "CN¥1,234.50", zh-CN "¥1,234.50"
     format_date(day, locale, "yMMMd")             # en "Nov 3, 2026", zh-CN "2026年11月3日"
     format_datetime(t, locale, "MMMd Hm", zone=z) # en "Nov 3, 14:05", zh-CN "11月3日 14:05"
     format_interval(first, last, locale)          # en "Nov 1 - 30, 2026" (an en dash)
+    term("at_risk", locale)                       # en "at risk", zh-CN "有风险" (TERMS)
 
 Strings defined before a locale is known (module constants) are marked with `N_("…")` so
 extraction finds them, and translated where they are shown: `_(CONSTANT)`.
@@ -90,16 +91,19 @@ def N_(message: str) -> str:
     return message
 
 
-@cache
 def translations(locale: Locale | str = DEFAULT_LOCALE) -> NullTranslations:
     """The catalogue of `locale`: `gettext`, `ngettext`, `pgettext` and friends.
 
     English is the source language and has no catalogue: its strings come back as written.
     A missing compiled catalogue is an error rather than a silent fallback to English.
     """
+    return _translations(Locale(locale))
+
+
+@cache
+def _translations(locale: Locale) -> NullTranslations:
     from babel.support import NullTranslations, Translations
 
-    locale = Locale(locale)
     if locale is Locale.en:
         return NullTranslations()
     path = LOCALE_DIR / locale.gettext_name / "LC_MESSAGES" / f"{DOMAIN}.mo"
@@ -107,6 +111,36 @@ def translations(locale: Locale | str = DEFAULT_LOCALE) -> NullTranslations:
         raise FileNotFoundError(f"no compiled catalogue for {locale}: {path} (run `make i18n`)")
     with path.open("rb") as fp:
         return Translations(fp, domain=DOMAIN)
+
+
+# The words the services share (goal status, alert severity and state): the English
+# spellings are the API's values, translated where a person reads them.
+TERMS = {
+    "achieved": N_("achieved"),
+    "on_track": N_("on track"),
+    "at_risk": N_("at risk"),
+    "off_track": N_("off track"),
+    "missed": N_("missed"),
+    "no_data": N_("no data"),
+    "page": N_("severity: page"),
+    "ticket": N_("severity: ticket"),
+    "info": N_("severity: info"),
+    "inactive": N_("inactive"),
+    "pending": N_("pending"),
+    "firing": N_("firing"),
+    "resolved": N_("resolved"),
+}
+
+
+def term(value: str, locale: Locale | str = DEFAULT_LOCALE) -> str:
+    """A status, severity or alert state as a person reads it: `at_risk` -> en "at risk",
+    zh-CN "有风险"; an unknown value unchanged."""
+    message = TERMS.get(value)
+    if message is None:
+        return value
+    text = translations(locale).gettext(message)
+    # "severity: page" only tells translators which "page" is meant.
+    return text.removeprefix("severity: ")
 
 
 # -- formats --------------------------------------------------------------------------------
@@ -117,15 +151,20 @@ def _pattern(decimals: int) -> str:
 
 
 def format_number(
-    value: float, locale: Locale | str = DEFAULT_LOCALE, *, decimals: int | None = None
+    value: float,
+    locale: Locale | str = DEFAULT_LOCALE,
+    *,
+    decimals: int | None = None,
+    max_decimals: int = 3,
 ) -> str:
     """Grouped digits in the locale's symbols; `decimals` fixes the fraction digits,
-    otherwise up to three as needed."""
+    otherwise as many as needed up to `max_decimals`."""
     import babel.numbers
 
     loc = Locale(locale).babel
     if decimals is None:
-        return babel.numbers.format_decimal(value, locale=loc)
+        pattern = "#,##0" + ("." + "#" * max_decimals if max_decimals > 0 else "")
+        return babel.numbers.format_decimal(value, pattern, locale=loc)
     return babel.numbers.format_decimal(value, _pattern(decimals), locale=loc)
 
 
@@ -229,6 +268,7 @@ def install(env: jinja2.Environment, locale: Locale | str = DEFAULT_LOCALE) -> j
         interval=partial(_interval_filter, locale=locale),
     )
     env.globals["locale"] = locale
+    env.globals["term"] = partial(term, locale=locale)
     return env
 
 

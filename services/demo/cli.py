@@ -325,6 +325,9 @@ def report(
     no_alerts: bool = typer.Option(False, help="leave the alerts section out"),
     charts: bool = typer.Option(True, help="draw a chart per goal"),
     title: str | None = typer.Option(None, help="title (default: Performance review — PERIOD)"),
+    locale: str | None = typer.Option(
+        None, help="language and formats: en | zh-CN (default: PACEKEEPER_LOCALE, else en)"
+    ),
 ) -> None:
     """The periodic performance review: goals, KPIs vs the previous period and target,
     charts with the goal line and pacing path, and the alerts of the period."""
@@ -337,8 +340,14 @@ def report(
     from services.demo.report_render import write_report
     from services.demo.repository import ReportRepository
     from shared.db import make_engine, make_sessionmaker
+    from shared.i18n import Locale
 
     settings = _settings()
+    try:
+        language = Locale(locale) if locale is not None else settings.locale
+    except ValueError:
+        choices = " or ".join(member.value for member in Locale)
+        raise typer.BadParameter(f"{locale!r}: {choices}", param_hint="--locale") from None
     chosen = fmt or (output.suffix.lstrip(".") if output and output.suffix else "html")
     try:
         report_format = ReportFormat(chosen)
@@ -363,7 +372,7 @@ def report(
             except PeriodError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--period") from None
             data = await build_report(
-                repo, chosen_period, alerts_api=api, charts=charts, title=title
+                repo, chosen_period, alerts_api=api, charts=charts, title=title, locale=language
             )
             target = output or Path(f"review-{chosen_period.label}.{report_format.value}")
             write_report(data, report_format, target)

@@ -20,7 +20,14 @@ from zoneinfo import ZoneInfo
 
 from services.demo.api import AlertsApi, AlertState, ApiError
 from services.demo.charts import ChartData, Points, png_base64, render_chart
-from services.demo.formatting import display_unit, format_moment, format_value
+from services.demo.formatting import (
+    day_span,
+    display_unit,
+    format_moment,
+    format_value,
+    period_title,
+    signed_percent,
+)
 from services.demo.pacing import (
     CUMULATIVE_KINDS,
     GoalPeriod,
@@ -30,10 +37,11 @@ from services.demo.pacing import (
     pace,
     review_status,
 )
-from services.demo.periods import NDASH, Period, PeriodKind, periods_overlapping
+from services.demo.periods import Period, PeriodKind, periods_overlapping
 from services.demo.repository import ReportRepository
 from shared.config.alerting import Direction, GoalSpec
 from shared.config.kpis import KpiKind, KpiSpec, referenced_kpis
+from shared.i18n import Locale, translations
 
 
 class ReportFormat(StrEnum):
@@ -51,7 +59,7 @@ class GoalRow:
     goal: str
     kpi: str
     description: str
-    window: str  # "November 2026", or "1 Jan 2027 - 31 Mar 2027" for a one-off goal
+    window: str  # "November 2026", or "1 Jan 2027 - 31 Mar 2027" for a one-off goal (localized)
     direction: Direction
     unit: str
     target: float | None
@@ -125,6 +133,7 @@ class ReportData:
     kpis: list[KpiRow]
     alerts: list[AlertRow] | None  # None: the alerts service could not be asked
     notes: list[str] = field(default_factory=list)
+    locale: Locale = Locale.en  # the language of every text above and of the rendering
 
     def count(self, *statuses: ReviewStatus) -> int:
         return sum(1 for g in self.goals if g.status in statuses)
@@ -163,13 +172,19 @@ class GoalWindow:
         return self.span.end
 
 
-def goal_windows(goal: GoalSpec, period: Period, zone: ZoneInfo) -> list[GoalWindow]:
+def goal_windows(
+    goal: GoalSpec, period: Period, zone: ZoneInfo, locale: Locale = Locale.en
+) -> list[GoalWindow]:
     """The windows in which `goal` is judged that share a day with the report's period:
     each month of a quarter for a monthly goal, or the one window of a one-off goal."""
     report_start, report_end = period.bounds(zone)
     if goal.period is not None:
         return [
-            GoalWindow(p.title, p.previous().title, goal_period(goal, p.bounds(zone)[0], zone))
+            GoalWindow(
+                period_title(p, locale),
+                period_title(p.previous(), locale),
+                goal_period(goal, p.bounds(zone)[0], zone),
+            )
             for p in periods_overlapping(PeriodKind(goal.period.value), period.start, period.end)
         ]
     span = goal_period(goal, report_start, zone)  # a one-off goal has one window, any `at`
@@ -177,11 +192,8 @@ def goal_windows(goal: GoalSpec, period: Period, zone: ZoneInfo) -> list[GoalWin
         return []
     assert goal.start is not None  # GoalSpec: a goal without a period has start and deadline
     assert goal.deadline is not None
-    first, last = goal.start, goal.deadline
-    label = Period(PeriodKind.day, first).title
-    if last != first:
-        label = f"{first.day} {first:%b %Y} {NDASH} {last.day} {last:%b %Y}"
-    return [GoalWindow(label, "the period before", span)]
+    previous = translations(locale).gettext("the period before")
+    return [GoalWindow(day_span(goal.start, goal.deadline, locale), previous, span)]
 
 
 def chart_step(length: timedelta) -> timedelta:
@@ -207,6 +219,7 @@ async def _goal_row(
     now: datetime,
     zone: ZoneInfo,
     with_chart: bool,
+    locale: Locale,
 ) -> GoalRow:
     """The same reading `GET /v1/goals` makes, at `now` or at the window's end."""
     unit = display_unit(spec) if spec else ""
@@ -224,9 +237,19 @@ async def _goal_row(
         )
     baseline = goal.baseline if goal.baseline is not None else previous_total
     note = ""
+    _ = translations(locale).gettext
     if goal.growth is not None:
-        growth = f"{goal.growth * 100:+.0f}% vs {window.previous_label}"
-        note = f"{growth} ({format_value(baseline, unit)})" if baseline else f"{growth}: no data"
+        growth = _("%(growth)s vs %(previous)s") % {
+            "growth": signed_percent(goal.growth, locale, decimals=0),
+            "previous": window.previous_label,
+        }
+        if baseline:
+            note = _("%(growth)s (%(baseline)s)") % {
+                "growth": growth,
+                "baseline": format_value(baseline, unit, locale),
+            }
+        else:
+            note = _("%(growth)s: no data") % {"growth": growth}
     if spec is None:
         result = None
         status = ReviewStatus.no_data
@@ -251,7 +274,7 @@ async def _goal_row(
             repo, goal, spec, window, at=at, unit=unit, target=target, baseline=baseline,
             previous_total=previous_total, projection=projection,
         )  # fmt: skip
-        chart = png_base64(render_chart(data, zone))
+        chart = png_base64(render_chart(data, zone, locale))
     in_progress = elapsed < 1.0
     return GoalRow(
         goal=goal.name,
@@ -380,8 +403,10 @@ async def build_report(
     timezone: str | None = None,
     charts: bool = True,
     title: str | None = None,
+    locale: Locale = Locale.en,
 ) -> ReportData:
-    """Ask for every number the review needs and put the report together."""
+    """Ask for every number the review needs and put the report together, in `locale`."""
+    _ = translations(locale).gettext
     now = now or datetime.now(UTC)
     tz_name = timezone or await repo.timezone() or "UTC"
     zone = ZoneInfo(tz_name)
@@ -391,20 +416,23 @@ async def build_report(
     data_until = min(end, now)
     in_progress = now < end
     notes: list[str] = []
+    period_name = period_title(period, locale)
     if now <= start:
-        notes.append(f"{period.title} has not started yet; every number is empty.")
+        notes.append(
+            _("%(period)s has not started yet; every number is empty.") % {"period": period_name}
+        )
         data_until = start
     kpis = await repo.kpis()
     goals = await repo.goals()
 
     goal_rows: list[GoalRow] = []
     for goal in sorted(goals.values(), key=lambda g: g.name):
-        windows = [w for w in goal_windows(goal, period, zone) if w.start < now]
+        windows = [w for w in goal_windows(goal, period, zone, locale) if w.start < now]
         for i, window in enumerate(windows):
             goal_rows.append(
                 await _goal_row(
                     repo, goal, kpis.get(goal.kpi), window, now=now, zone=zone,
-                    with_chart=charts and i == len(windows) - 1,
+                    with_chart=charts and i == len(windows) - 1, locale=locale,
                 )
             )  # fmt: skip
 
@@ -417,7 +445,7 @@ async def build_report(
             continue
         # A running total is compared with a target only once its period has closed (the
         # goal table shows its pace meanwhile).
-        same_window = row.window == period.title and not row.in_progress
+        same_window = row.window == period_name and not row.in_progress
         if spec.kind not in CUMULATIVE_KINDS or same_window:
             targets.setdefault(row.kpi, (row.target, row.direction))
         else:
@@ -449,9 +477,15 @@ async def build_report(
         )
     if in_progress and now > start:
         notes.append(
-            f"{period.title} is still running: numbers run to "
-            f"{format_moment(data_until, zone)} and are compared with the same stretch of "
-            f"{previous.title}."
+            _(
+                "%(period)s is still running: numbers run to %(until)s and are compared"
+                " with the same stretch of %(previous)s."
+            )
+            % {
+                "period": period_name,
+                "until": format_moment(data_until, zone, locale),
+                "previous": period_title(previous, locale),
+            }
         )
 
     alert_rows: list[AlertRow] | None = None
@@ -459,9 +493,12 @@ async def build_report(
         try:
             alert_rows = _alert_rows(await alerts_api.alerts(), start, end)
         except ApiError as exc:
-            notes.append(f"Alerts are missing: the alerts service did not answer ({exc}).")
+            notes.append(
+                _("Alerts are missing: the alerts service did not answer (%(error)s).")
+                % {"error": exc}
+            )
     return ReportData(
-        title=title or f"Performance review — {period.title}",
+        title=title or _("Performance review — %(period)s") % {"period": period_name},
         period=period,
         previous=previous,
         timezone=tz_name,
@@ -472,4 +509,5 @@ async def build_report(
         kpis=kpi_rows,
         alerts=alert_rows,
         notes=notes,
+        locale=locale,
     )

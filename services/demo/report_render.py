@@ -5,23 +5,36 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
+import re
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
 import orjson
+from markupsafe import Markup
 
-from services.demo.formatting import format_change, format_moment, format_timedelta, format_value
+from services.demo.formatting import (
+    format_change,
+    format_moment,
+    format_timedelta,
+    format_value,
+    period_span,
+    period_title,
+    status_label,
+)
 from services.demo.pacing import (
     ReviewStatus,
 )
 from services.demo.periods import Period
 from services.demo.report import ReportData, ReportFormat
+from shared.i18n import Locale, format_percent, install, translations
 
 
-def _environment() -> jinja2.Environment:
+def _environment(locale: Locale) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("services.demo", "templates"),
         autoescape=lambda name: bool(name and name.endswith(".html.j2")),
@@ -29,24 +42,49 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["fmt"] = format_value
-    env.filters["change"] = format_change
-    env.filters["duration"] = format_timedelta
-    env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.0f}%"
+    install(env, locale)
+    env.filters["fmt"] = lambda value, unit="": format_value(value, unit, locale)
+    env.filters["change"] = partial(format_change, locale=locale)
+    env.filters["duration"] = partial(format_timedelta, locale=locale)
+    env.filters["pct"] = lambda v: "—" if v is None else format_percent(v, locale)
     return env
+
+
+def page_counter(locale: Locale) -> Markup:
+    """The CSS `content` of the PDF's page footer, in the locale's word order:
+    `"page " counter(page) " of " counter(pages)`, or the translation's order."""
+    text = translations(locale).gettext("page %(page)s of %(pages)s")
+    parts = []
+    for piece in re.split(r"(%\(pages?\)s)", text):
+        if piece in {"%(page)s", "%(pages)s"}:
+            parts.append(f"counter({piece[2:-2]})")
+        elif piece:
+            # A CSS string: double quotes, `"` and `\` escaped; raw text inside <style>.
+            parts.append(json.dumps(piece, ensure_ascii=False))
+    return Markup(" ".join(parts))
 
 
 def _context(data: ReportData) -> dict[str, Any]:
     zone = ZoneInfo(data.timezone)
+    locale = data.locale
 
     def when(t: datetime | None) -> str:
-        return format_moment(t, zone)
+        return format_moment(t, zone, locale)
 
-    return {"r": data, "when": when, "Status": ReviewStatus}
+    return {
+        "r": data,
+        "when": when,
+        "Status": ReviewStatus,
+        "status": partial(status_label, locale=locale),
+        "span": period_span(data.period, locale),
+        "period_title": period_title(data.period, locale),
+        "previous_title": period_title(data.previous, locale),
+        "page_counter": page_counter(locale),
+    }
 
 
 def render_html(data: ReportData) -> str:
-    return _environment().get_template("report.html.j2").render(_context(data))
+    return _environment(data.locale).get_template("report.html.j2").render(_context(data))
 
 
 def render_markdown(data: ReportData, chart_dir: Path | None = None) -> str:
@@ -60,7 +98,7 @@ def render_markdown(data: ReportData, chart_dir: Path | None = None) -> str:
                 path.write_bytes(base64.b64decode(row.chart))
                 charts[row.goal] = f"{chart_dir.name}/{path.name}"
     context = _context(data) | {"charts": charts}
-    return _environment().get_template("report.md.j2").render(context)
+    return _environment(data.locale).get_template("report.md.j2").render(context)
 
 
 def render_pdf(data: ReportData) -> bytes:
