@@ -112,7 +112,7 @@ class Deliverer:
             async with transaction(self._sessions) as session:
                 await store.outbox.fail_delivery(session, delivery.id, "channel no longer exists")
             return
-        notifier = notifier_for(channel, self._http)
+        notifier = notifier_for(channel, self._http, self._settings.locale)
         settings = self._settings
         remaining = settings.alerts_delivery_max_attempts - delivery.attempts
         if remaining <= 0:

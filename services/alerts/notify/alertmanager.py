@@ -15,6 +15,7 @@ import httpx
 
 from services.alerts.notify.base import channel_url, dumps, post
 from shared.config.alerting import ChannelSpec
+from shared.i18n import Locale
 
 RESEND_FACTOR = 4
 
@@ -40,7 +41,10 @@ def alerts(channel: ChannelSpec, payload: Mapping[str, Any], now: datetime) -> l
 
 
 class AlertmanagerNotifier:
-    def __init__(self, channel: ChannelSpec, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, channel: ChannelSpec, http: httpx.AsyncClient, locale: Locale = Locale.en
+    ) -> None:
+        # Machine-readable (Alertmanager's own shapes): the same in every locale.
         self.channel = channel
         self._http = http
 

@@ -13,30 +13,36 @@ import httpx
 from services.alerts.notify import text
 from services.alerts.notify.base import NotifyError
 from shared.config.alerting import ChannelSpec
+from shared.i18n import Locale
 
 
-def message(channel: ChannelSpec, payload: Mapping[str, Any], key: str) -> EmailMessage:
+def message(
+    channel: ChannelSpec, payload: Mapping[str, Any], key: str, locale: Locale = Locale.en
+) -> EmailMessage:
     msg = EmailMessage()
-    msg["Subject"] = text.title(payload)
+    msg["Subject"] = text.title(payload, locale)
     msg["From"] = channel.sender or f"pacekeeper@{channel.smtp_host}"
     msg["To"] = ", ".join(channel.to)
     msg["Date"] = formatdate(localtime=False)
     # A stable Message-ID lets mail systems drop the duplicate a crash-resend can cause.
     msg["Message-ID"] = f"<{key}@pacekeeper>"
-    msg.set_content(text.body(payload))
+    msg.set_content(text.body(payload, locale=locale))
     return msg
 
 
 class EmailNotifier:
-    def __init__(self, channel: ChannelSpec, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, channel: ChannelSpec, http: httpx.AsyncClient, locale: Locale = Locale.en
+    ) -> None:
         self.channel = channel
+        self._locale = locale
 
     async def notify(self, payload: Mapping[str, Any], *, key: str) -> None:
         channel = self.channel
         assert channel.smtp_host is not None
         try:
             await aiosmtplib.send(
-                message(channel, payload, key),
+                message(channel, payload, key, self._locale),
                 hostname=channel.smtp_host,
                 port=channel.smtp_port,
                 username=channel.smtp_username,

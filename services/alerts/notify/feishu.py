@@ -15,6 +15,7 @@ import httpx
 from services.alerts.notify import text
 from services.alerts.notify.base import bot_errcode, channel_url, dumps, post
 from shared.config.alerting import ChannelSpec
+from shared.i18n import Locale
 
 # 9499: too many requests; 11232: message rate limit.
 _THROTTLED = {9499, 11232}
@@ -25,11 +26,11 @@ def sign(secret: str, timestamp: int) -> str:
     return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
 
 
-def message(payload: Mapping[str, Any], secret: str | None, timestamp: int) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "msg_type": "text",
-        "content": {"text": f"{text.title(payload)}\n{text.body(payload)}"},
-    }
+def message(
+    payload: Mapping[str, Any], secret: str | None, timestamp: int, locale: Locale = Locale.en
+) -> dict[str, Any]:
+    content = f"{text.title(payload, locale)}\n{text.body(payload, locale=locale)}"
+    out: dict[str, Any] = {"msg_type": "text", "content": {"text": content}}
     if secret:
         out["timestamp"] = str(timestamp)
         out["sign"] = sign(secret, timestamp)
@@ -37,12 +38,15 @@ def message(payload: Mapping[str, Any], secret: str | None, timestamp: int) -> d
 
 
 class FeishuNotifier:
-    def __init__(self, channel: ChannelSpec, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, channel: ChannelSpec, http: httpx.AsyncClient, locale: Locale = Locale.en
+    ) -> None:
         self.channel = channel
         self._http = http
+        self._locale = locale
 
     async def notify(self, payload: Mapping[str, Any], *, key: str) -> None:
         secret = self.channel.secret.get_secret_value() if self.channel.secret else None
-        body = message(payload, secret, int(time.time()))
+        body = message(payload, secret, int(time.time()), self._locale)
         response = await post(self._http, channel_url(self.channel), dumps(body))
         bot_errcode(response, code_keys=("code", "StatusCode"), throttled=_THROTTLED)

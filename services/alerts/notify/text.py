@@ -1,57 +1,81 @@
-"""Plain-text and Markdown renderings of a notification, for chat bots and email."""
+"""Plain-text and Markdown renderings of a notification, for chat bots and email, in the
+alerts service's locale (`PACEKEEPER_LOCALE`). The payload itself stays as Alertmanager
+spells it (English states, raw numbers): machines read it; people read these texts."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from shared.i18n import Locale, format_number, term, translations
 
-def title(payload: Mapping[str, Any]) -> str:
+
+def _number(value: Any, locale: Locale) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—" if value is None else str(value)
+    # Six significant digits at most, as Alertmanager's templates show a value.
+    return format_number(float(f"{value:.6g}"), locale, max_decimals=6)
+
+
+def title(payload: Mapping[str, Any], locale: Locale = Locale.en) -> str:
+    _ = translations(locale).gettext
     firing = sum(1 for a in payload.get("alerts", []) if a.get("status") == "firing")
     resolved = len(payload.get("alerts", [])) - firing
     labels = payload.get("groupLabels") or {}
     name = labels.get("alertname") or ", ".join(f"{k}={v}" for k, v in labels.items())
     parts = []
     if firing:
-        parts.append(f"FIRING:{firing}")
+        parts.append(_("FIRING:%(count)d") % {"count": firing})
     if resolved:
-        parts.append(f"RESOLVED:{resolved}")
+        parts.append(_("RESOLVED:%(count)d") % {"count": resolved})
     return f"[{' '.join(parts)}] {name}".strip()
 
 
-def _alert_line(alert: Mapping[str, Any], *, markdown: bool) -> str:
+def _alert_line(alert: Mapping[str, Any], *, markdown: bool, locale: Locale) -> str:
+    _ = translations(locale).gettext
     labels = alert.get("labels", {})
     annotations = alert.get("annotations", {})
     summary = annotations.get("summary") or labels.get("alertname", "")
     extra = {k: v for k, v in labels.items() if k not in ("alertname",)}
-    status = alert.get("status", "")
+    status = term(alert.get("status", ""), locale)
     value = alert.get("value")
-    head = f"**{status}** {summary}" if markdown else f"{status.upper()} {summary}"
+    if locale is Locale.en:
+        status = status if markdown else status.upper()
+    head = f"**{status}** {summary}" if markdown else f"{status} {summary}"
     line = f"- {head}"
     if value is not None:
-        line += f" (value {value:.6g})"
+        line += " " + _("(value %(value)s)") % {"value": _number(value, locale)}
     if extra:
         line += " " + ", ".join(f"{k}={v}" for k, v in sorted(extra.items()))
     goal = alert.get("goal")
     if goal:
-        line += (
-            f"\n  goal {goal.get('name')}: {goal.get('status')}, value {goal.get('value')},"
-            f" expected {goal.get('expected')}, target {goal.get('target')},"
-            f" projection {goal.get('projection')}"
-        )
+        line += "\n  " + _(
+            "goal %(name)s: %(status)s, value %(value)s, expected %(expected)s,"
+            " target %(target)s, projection %(projection)s"
+        ) % {
+            "name": goal.get("name"),
+            "status": term(str(goal.get("status")), locale),
+            "value": _number(goal.get("value"), locale),
+            "expected": _number(goal.get("expected"), locale),
+            "target": _number(goal.get("target"), locale),
+            "projection": _number(goal.get("projection"), locale),
+        }
         drivers = goal.get("contributors") or []
         if drivers:
-            line += "\n  most behind: " + ", ".join(
-                f"{d['dims']} ({d['delta']:+.6g})" for d in drivers
-            )
+            line += "\n  " + _("most behind: %(contributors)s") % {
+                "contributors": ", ".join(
+                    f"{d['dims']} ({'+' if d['delta'] >= 0 else ''}{_number(d['delta'], locale)})"
+                    for d in drivers
+                )
+            }
     description = annotations.get("description")
     if description:
         line += f"\n  {description}"
     return line
 
 
-def body(payload: Mapping[str, Any], *, markdown: bool = False) -> str:
-    lines = [_alert_line(a, markdown=markdown) for a in payload.get("alerts", [])]
+def body(payload: Mapping[str, Any], *, markdown: bool = False, locale: Locale = Locale.en) -> str:
+    lines = [_alert_line(a, markdown=markdown, locale=locale) for a in payload.get("alerts", [])]
     link = payload.get("externalURL")
     if link:
         lines.append(f"{link}/v1/alerts")

@@ -17,6 +17,7 @@ import httpx
 
 from services.alerts.notify.base import IDEMPOTENCY_HEADER, channel_url, dumps, post
 from shared.config.alerting import ChannelSpec
+from shared.i18n import Locale
 
 SIGNATURE_HEADER = "X-Pacekeeper-Signature"
 
@@ -30,7 +31,10 @@ def verify(secret: str, body: bytes, signature: str) -> bool:
 
 
 class WebhookNotifier:
-    def __init__(self, channel: ChannelSpec, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, channel: ChannelSpec, http: httpx.AsyncClient, locale: Locale = Locale.en
+    ) -> None:
+        # Machine-readable (Alertmanager's own shapes): the same in every locale.
         self.channel = channel
         self._http = http
 

@@ -11,6 +11,7 @@ import httpx
 from services.alerts.notify import text
 from services.alerts.notify.base import bot_errcode, channel_url, dumps, post
 from shared.config.alerting import ChannelSpec
+from shared.i18n import Locale
 
 # 45009: API frequency limit (20 messages per minute per robot).
 _THROTTLED = {45009}
@@ -18,8 +19,9 @@ _THROTTLED = {45009}
 _MAX_BYTES = 4096
 
 
-def message(payload: Mapping[str, Any]) -> dict[str, Any]:
-    content = f"**{text.title(payload)}**\n{text.body(payload, markdown=True)}"
+def message(payload: Mapping[str, Any], locale: Locale = Locale.en) -> dict[str, Any]:
+    title = text.title(payload, locale)
+    content = f"**{title}**\n{text.body(payload, markdown=True, locale=locale)}"
     encoded = content.encode()
     if len(encoded) > _MAX_BYTES:
         content = encoded[: _MAX_BYTES - 3].decode(errors="ignore") + "..."
@@ -27,10 +29,15 @@ def message(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class WeComNotifier:
-    def __init__(self, channel: ChannelSpec, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, channel: ChannelSpec, http: httpx.AsyncClient, locale: Locale = Locale.en
+    ) -> None:
         self.channel = channel
         self._http = http
+        self._locale = locale
 
     async def notify(self, payload: Mapping[str, Any], *, key: str) -> None:
-        response = await post(self._http, channel_url(self.channel), dumps(message(payload)))
+        response = await post(
+            self._http, channel_url(self.channel), dumps(message(payload, self._locale))
+        )
         bot_errcode(response, code_keys=("errcode",), throttled=_THROTTLED)
