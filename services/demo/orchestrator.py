@@ -3,10 +3,13 @@
 Steps, in order: a fresh schema and topics for this run; migrate; start the webhook receiver;
 apply the example config (its webhook channel points at the receiver, signed with a fresh
 secret); start ingest and aggregator as `pacekeeper run …` processes and create an API key
-per simulated source; send a few hours of history (an incident already under way) and wait
-until it is aggregated; start the alerts service; keep live traffic flowing and redraw the
-scorecard until Ctrl-C or `PACEKEEPER_DEMO_DURATION` seconds. Everything it started, it
-stops.
+per simulated source, while eight weeks and more of history (a past incident, and the live
+incident already under way) are written by the aggregator's own batch writer
+(services.demo.history); send the traffic since the demo began through ingest and wait until
+it is aggregated; start the alerts service; keep live traffic flowing and redraw the
+scorecard until Ctrl-C or `PACEKEEPER_DEMO_DURATION` seconds. History and live traffic come
+from one simulated shop, so every comparison with an earlier day, week or month is like for
+like. Everything it started, it stops.
 """
 
 from __future__ import annotations
@@ -20,15 +23,21 @@ import sys
 import time
 from collections import deque
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as wall_time
+from zoneinfo import ZoneInfo
 
 import httpx
 from rich.console import Console
 from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from services.demo.api import AlertsApi, metric_sum, scrape
+from services.demo.history import Loaded, load_history
+from services.demo.history import Progress as HistoryProgress
 from services.demo.isolation import isolate
+from services.demo.periods import PeriodKind, period_containing
 from services.demo.processes import (
     DemoError,
     ServiceProcess,
@@ -137,17 +146,45 @@ class Demo:
             f"{len(config.rules)} rules, {len(config.channels)} channels"
         )
 
-        # Keys are made while the services start: each is a CLI run of a few seconds.
+        now = datetime.now(UTC)
+        sim = self._simulator(config, now)
+        start = self.history_start(now, ZoneInfo(sim.config.timezone))
+        incidents = ", ".join(
+            f"{i.scenario.value} from {i.start.astimezone(sim.zone):%a %d %b %H:%M}"
+            for i in sim.config.incidents
+        )
+        self._say(
+            f"simulating a shop of {sim.visits_per_day(now):,.0f} visits a day today "
+            f"({s.demo_growth_per_week:+.0%} a week, seed {s.demo_seed}) from "
+            f"{start.astimezone(sim.zone):%a %d %b %Y} ({(now - start).days} days of history); "
+            f"incidents: {incidents or 'none'}"
+        )
+        # The history is written while ingest and aggregator start and the keys are made
+        # (each a CLI run of a few seconds); the alerts service starts only once it is in
+        # place, so goals start from real numbers instead of "no data".
+        history = asyncio.create_task(self._load_history(sim, start, now), name="history")
         making_keys = asyncio.gather(*(create_key(env, source) for source in SOURCES))
-        # Ingest and aggregator first: the history is in place before the alerts service
-        # judges anything, so goals start from real numbers instead of "no data".
         try:
-            await self._start_services(("ingest", "aggregator"), env)
+            try:
+                await self._start_services(("ingest", "aggregator"), env)
+            finally:
+                keys = await making_keys
+            self.keys = dict(zip(SOURCES, keys, strict=True))
+            self._say(f"created an API key for each source: {', '.join(SOURCES)}")
+            await history
         finally:
-            keys = await making_keys
-        self.keys = dict(zip(SOURCES, keys, strict=True))
-        self._say(f"created an API key for each source: {', '.join(SOURCES)}")
-        await self._simulate_and_show(config, env)
+            if not history.done():
+                self.stop.set()
+                with contextlib.suppress(BaseException):
+                    await history
+        if not self.stop.is_set():
+            await self._simulate_and_show(sim, now, env)
+
+    def history_start(self, now: datetime, zone: ZoneInfo) -> datetime:
+        """`demo_history` before now, or the first day of the previous month if earlier."""
+        today = now.astimezone(zone).date()
+        month = period_containing(PeriodKind.month, today).previous()
+        return min(now - self.settings.demo_history, month.bounds(zone)[0].astimezone(UTC))
 
     async def _start_services(self, names: tuple[str, ...], env: Mapping[str, str]) -> None:
         s = self.settings
@@ -163,10 +200,54 @@ class Demo:
         await wait_ready(self.services, {n: health[n] for n in names}, s.demo_start_timeout)
         self._say(f"{', '.join(names)} up (logs in {s.demo_log_dir})")
 
-    async def _load_history(
-        self, stream: EventStream, sender: IngestSender, now: datetime, feeding: asyncio.Task[None]
+    async def _load_history(self, sim: Simulator, start: datetime, end: datetime) -> None:
+        """Write [start, end) of the shop through the aggregator's batch writer, with a
+        progress bar on a terminal and a line every 5 s in logs."""
+        bar: Progress | None = None
+        task = None
+        last_said = 0.0
+
+        def show(progress: HistoryProgress) -> None:
+            nonlocal last_said
+            until = progress.position.astimezone(sim.zone)
+            what = (
+                "refreshing the hourly and daily aggregates"
+                if progress.phase != "events"
+                else (f"{progress.written:,} events, up to {until:%a %d %b %H:%M}")
+            )
+            if bar is not None and task is not None:
+                bar.update(task, completed=progress.share, what=what)
+            elif time.monotonic() - last_said >= 5 or progress.phase != "events":
+                self._say(f"loading history: {progress.share:.0%}, {what}")
+                last_said = time.monotonic()
+
+        if self.console.is_terminal:
+            bar = Progress(
+                TextColumn("[bold blue]history[/]"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[what]}"),
+                console=self.console,
+                transient=True,
+            )
+            task = bar.add_task("history", total=1.0, what="")
+        with bar or contextlib.nullcontext():
+            loaded: Loaded = await load_history(
+                self.settings, sim, start, end, on_progress=show, stop=self.stop
+            )
+        rate = loaded.events / loaded.seconds if loaded.seconds else 0.0
+        self._say(
+            f"history in place: {loaded.events:,} events over {(end - start).days} days, "
+            f"written in {loaded.seconds:.1f} s ({rate:,.0f} events/s) by the aggregator's "
+            f"batch writer, aggregates refreshed in {loaded.aggregates_seconds:.1f} s"
+        )
+
+    async def _catch_up(
+        self, stream: EventStream, sender: IngestSender, feeding: asyncio.Task[None]
     ) -> None:
-        """Wait until the history is sent and aggregated (consumer lag 0), showing progress."""
+        """Wait until the traffic since the demo began is sent through ingest and aggregated
+        (consumer lag 0)."""
         s = self.settings
         deadline = time.monotonic() + s.demo_start_timeout
         last_said = 0.0
@@ -177,62 +258,77 @@ class Demo:
                     return
                 samples = await scrape(client, f"{s.demo_aggregator_url}/metrics")
                 lag = metric_sum(samples, "pacekeeper_aggregator_consumer_lag") if samples else None
-                sent = stream.position >= now and sender.backlog == 0
+                now = datetime.now(UTC)
+                sent = stream.position >= now - timedelta(seconds=2) and sender.backlog == 0
                 if sent and lag == 0:
-                    self._say(f"history in place: {sender.stats.accepted:,} events aggregated")
+                    self._say(
+                        f"live: {sender.stats.accepted:,} events since the demo began sent "
+                        "through ingest and aggregated"
+                    )
                     return
                 if time.monotonic() - last_said >= 5:
                     self._say(
-                        f"loading history: {sender.stats.accepted:,} events sent, "
-                        f"up to {stream.position.astimezone():%H:%M}, aggregator lag "
-                        f"{'?' if lag is None else f'{lag:,.0f}'}"
+                        f"catching up through ingest: {sender.stats.accepted:,} events sent, "
+                        f"aggregator lag {'?' if lag is None else f'{lag:,.0f}'}"
                     )
                     last_said = time.monotonic()
                 if time.monotonic() > deadline:
-                    raise DemoError("the history did not load in time; see the service logs")
+                    raise DemoError("the live traffic did not catch up; see the service logs")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 1.0)
 
     def _simulator(self, config: PacekeeperConfig, now: datetime) -> Simulator:
+        """One shop for history and live traffic: `demo_visits_per_minute` on average today,
+        grown by `demo_growth_per_week`, with the past and the live incident."""
         s = self.settings
-        incidents: tuple[Incident, ...] = ()
+        timezone = config.timezone or s.timezone
+        incidents: list[Incident] = []
+        if s.demo_past_incident is not None:
+            # A working day: from 9:00 business time, `demo_past_incident_ago` days back.
+            zone = ZoneInfo(timezone)
+            day = (now - s.demo_past_incident_ago).astimezone(zone).date()
+            begin = datetime.combine(day, wall_time(9), tzinfo=zone).astimezone(UTC)
+            incidents.append(
+                Incident(s.demo_past_incident, begin, begin + s.demo_past_incident_for)
+            )
         if s.demo_scenario is not None:
             start = now - s.demo_incident_lead
-            incidents = (Incident(s.demo_scenario, start, start + s.demo_incident_for),)
-        timezone = config.timezone or s.timezone
-        # Size the shop so the current hour has the wanted traffic: a demo started at 4 am
-        # must still clear the rules' minimum samples.
-        rhythm = Simulator(SimConfig(timezone=timezone)).rhythm(now)
-        visits_per_day = s.demo_visits_per_minute * 1440 / rhythm
+            incidents.append(Incident(s.demo_scenario, start, start + s.demo_incident_for))
+        profile = Profile(
+            visits_per_day=s.demo_visits_per_minute * 1440,
+            growth_per_week=s.demo_growth_per_week,
+            pages_per_session=s.demo_pages_per_session,
+            # Hourly spend reports: 120 events a day instead of 480, the same spend.
+            ad_spend_every=60,
+        )
         return Simulator(
             SimConfig(
                 seed=s.demo_seed,
-                profile=Profile(visits_per_day=visits_per_day),
-                incidents=incidents,
+                profile=profile,
+                incidents=tuple(incidents),
                 timezone=timezone,
+                growth_anchor=now,
             )
         )
 
-    async def _simulate_and_show(self, config: PacekeeperConfig, env: Mapping[str, str]) -> None:
+    async def _simulate_and_show(
+        self, sim: Simulator, began: datetime, env: Mapping[str, str]
+    ) -> None:
         s = self.settings
-        now = datetime.now(UTC)
-        sim = self._simulator(config, now)
-        stream = EventStream(sim, now - s.demo_history)
-        scenario = s.demo_scenario.value if s.demo_scenario else "none"
-        self._say(
-            f"simulating a shop of {sim.profile.visits_per_day:,.0f} visits a day (seed "
-            f"{s.demo_seed}), {s.demo_history} of history, incident: {scenario}"
-        )
+        # The live traffic starts where the history ends: every event is in one or the other.
+        stream = EventStream(sim, began)
         api = AlertsApi(s.demo_alerts_url, s.admin_token.get_secret_value())
         endpoints = Endpoints(s.demo_alerts_url, s.demo_ingest_url, s.demo_aggregator_url)
         collector = ScorecardCollector(api, endpoints)
         async with IngestSender(s.demo_ingest_url, self.keys) as sender:
             feeding = asyncio.create_task(
-                drive(stream, sender, stop=self.stop, speed=1.0, clock_origin=now),
+                # On the wall clock: the stream catches up the minute or so the history
+                # took flat out, then keeps pace.
+                drive(stream, sender, stop=self.stop, speed=1.0, clock_origin=datetime.now(UTC)),
                 name="simulator",
             )
             try:
-                await self._load_history(stream, sender, now, feeding)
+                await self._catch_up(stream, sender, feeding)
                 if not self.stop.is_set():
                     await self._start_services(("alerts",), env)
                     await self._show(collector, sender, feeding)
@@ -255,7 +351,7 @@ class Demo:
             self._say(
                 f"the data stays in schema {s.database_schema}{until}; review it with: "
                 f"PACEKEEPER_DATABASE_SCHEMA={s.database_schema} pacekeeper report "
-                "--period today --no-alerts --output review.html"
+                "--period this-month --output review.html (or --period last-week)"
             )
 
     def _sender_column(self, sender: IngestSender) -> dict[str, str]:

@@ -20,18 +20,30 @@ class DemoSettings(BaseServiceSettings):
     demo_duration: float = Field(0.0, ge=0)
     demo_seed: int = 42
     demo_scenario: Scenario | None = Scenario.checkout_collapse
-    # Simulated history sent before the live part, so sparklines and pacing have a past.
-    # 3 h of a 40k-visit shop is ~35k events: ingested and aggregated in seconds.
-    demo_history: Duration = timedelta(hours=3)
-    # The incident began this long before the demo starts and lasts this long, so the first
-    # alert evaluation already sees it and a long-running demo shows the recovery too. 20
-    # minutes: orders land up to ~8 minutes after a visit starts, so a 10-minute window is
-    # wholly inside the incident by the time the alerts service starts.
-    demo_incident_lead: Duration = timedelta(minutes=20)
-    demo_incident_for: Duration = timedelta(minutes=30)
-    # Visits a minute at the moment the demo starts (the shop is sized for it, whatever the
-    # hour): 40 clear the conversion rule's 200-visitor sample in 10 minutes, at ~4 events/s.
-    demo_visits_per_minute: float = Field(40.0, gt=0)
+    # Simulated history written before the live part, so weekly and monthly reviews, goals
+    # and "compared with last week" have a past: at least this long, and back to the first
+    # day of the previous month (a month-to-date review compares with a whole month's start).
+    demo_history: Duration = timedelta(weeks=8)
+    # One shop for the whole demo, history and live alike, so every comparison is like for
+    # like. Its size is set by what this machine aggregates in time: visits a minute on
+    # average today (the daily rhythm swings 0.25x-1.7x around it); with the growth below
+    # and 2 pages a visit, 8-9 weeks of it are ~250,000 events, loaded in ~40 s on 2 shared
+    # cores (docs/demo.md has the measurements).
+    demo_visits_per_minute: float = Field(1.2, gt=0)
+    demo_growth_per_week: float = Field(0.06, ge=0, le=1)  # +59% over eight weeks
+    # Page views are most of a visit's events and only the page_views KPI counts them.
+    demo_pages_per_session: float = Field(2.0, ge=1)
+    # The live incident began this long before the demo starts and lasts this long: the
+    # conversion rule judges the last 4 hours, so they are wholly inside the incident when
+    # the alerts service starts, and a demo left running sees the recovery after ~40 min.
+    demo_incident_lead: Duration = timedelta(hours=4, minutes=20)
+    demo_incident_for: Duration = timedelta(hours=5)
+    # An incident in the history (None: none): a broken tag manager that hid two thirds of
+    # the web traffic for a working day, 17 days before the demo (a week the weekly review
+    # can compare with the ones around it).
+    demo_past_incident: Scenario | None = Scenario.traffic_drop
+    demo_past_incident_ago: Duration = timedelta(days=17)
+    demo_past_incident_for: Duration = timedelta(hours=10)
     # A clean slate per run: its own schema (dropped and migrated at start) and its own
     # topics, unless PACEKEEPER_DATABASE_SCHEMA / PACEKEEPER_EVENTS_TOPIC say otherwise.
     # Two runs in one schema would mix their traffic and every number would be off.

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 SOURCES = ("web-shop", "mobile-app", "support-desk", "content", "ads")
 MINUTE = 60.0
+WEEK_SECONDS = 7 * 86400.0
 
 
 class Scenario(StrEnum):
@@ -132,6 +133,11 @@ class Profile:
     # Day-N return probability ∝ N^-0.4 (D1 ≈ 35%, D7 ≈ 16%, D30 ≈ 9%), up to 90 days.
     retention_decay: float = 0.4
     retention_days: int = 90
+    # Compound traffic growth a week: `visits_per_day` holds at SimConfig.growth_anchor and
+    # the shop was that much smaller each week before (0.03: +27% over eight weeks).
+    growth_per_week: float = 0.0
+    # Each paid campaign reports its spend this often (minutes; a divisor of 60).
+    ad_spend_every: int = 15
 
     def scaled(self, visits_per_day: float) -> Profile:
         return replace(self, visits_per_day=visits_per_day)
@@ -143,6 +149,8 @@ class SimConfig:
     profile: Profile = field(default_factory=Profile)
     incidents: tuple[Incident, ...] = ()
     timezone: str = "UTC"
+    # Where the profile's size holds when it grows (None: no growth, whatever the profile).
+    growth_anchor: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +247,18 @@ class Simulator:
         weekend = 0.6 if local.weekday() >= 5 else 1.0
         return _interp(_SUPPORT_HOURLY, local.hour + local.minute / 60) / _SUPPORT_MEAN * weekend
 
+    def trend(self, t: datetime) -> float:
+        """The growth trend: 1 at the anchor, (1 + growth)^weeks around it."""
+        anchor = self.config.growth_anchor
+        if anchor is None or not self.profile.growth_per_week:
+            return 1.0
+        weeks = (t - anchor).total_seconds() / WEEK_SECONDS
+        return math.pow(1 + self.profile.growth_per_week, weeks)
+
+    def visits_per_day(self, t: datetime) -> float:
+        """The shop's size at `t`: what every rate of visits, tickets and spend scales with."""
+        return self.profile.visits_per_day * self.trend(t)
+
     def strength(self, scenario: Scenario, t: datetime) -> float:
         return max(
             (i.strength(t) for i in self.config.incidents if i.scenario is scenario), default=0.0
@@ -265,7 +285,7 @@ class Simulator:
     def new_visits_per_minute(self, t: datetime, *, app: bool) -> float:
         p = self.profile
         share = p.app_share if app else (1 - p.app_share) * self.web_traffic_factor(t)
-        return p.visits_per_day / 1440 * (1 - p.returning_share) * share * self.rhythm(t)
+        return self.visits_per_day(t) / 1440 * (1 - p.returning_share) * share * self.rhythm(t)
 
     # -- signed-up users, addressable without state ----------------------------------------
 
@@ -337,7 +357,7 @@ class Simulator:
                 start = t0 + timedelta(seconds=rng.random() * MINUTE)
                 channel = _pick(rng, APP_CHANNELS if app else WEB_CHANNELS)
                 self._session(rng, out, start, app=app, channel=channel, user=None)
-        returning = p.visits_per_day / 1440 * p.returning_share * self.rhythm(t0)
+        returning = self.visits_per_day(t0) / 1440 * p.returning_share * self.rhythm(t0)
         for _ in range(poisson(rng, returning)):
             start = t0 + timedelta(seconds=rng.random() * MINUTE)
             found = self._returning_user(rng, start)
@@ -424,7 +444,7 @@ class Simulator:
         out = _Emitter(f"{self.seed}-t{minute}")
         p = self.profile
         backlog = self.strength(Scenario.support_backlog, t0)
-        lam = p.visits_per_day * p.tickets_per_visit / 1440 * self.support_rhythm(t0)
+        lam = self.visits_per_day(t0) * p.tickets_per_visit / 1440 * self.support_rhythm(t0)
         for _ in range(poisson(rng, lam * (1 + 1.5 * backlog))):
             created = t0 + timedelta(seconds=rng.random() * MINUTE)
             found = self._returning_user(rng, created)
@@ -477,7 +497,7 @@ class Simulator:
         out = _Emitter(f"{self.seed}-p{minute}")
         p = self.profile
         drift = self.day_values(t0)[3]
-        nps_lam = p.visits_per_day * p.nps_answers_per_visit / 1440 * self.rhythm(t0)
+        nps_lam = self.visits_per_day(t0) * p.nps_answers_per_visit / 1440 * self.rhythm(t0)
         for _ in range(poisson(rng, nps_lam)):
             t = t0 + timedelta(seconds=rng.random() * MINUTE)
             found = self._returning_user(rng, t)
@@ -510,11 +530,12 @@ class Simulator:
                     "content", "followers_counted", t0, None, None,
                     {"platform": platform, "followers": now, "gained": now - before},
                 )  # fmt: skip
-        if minute % 15 == 0:
+        if minute % p.ad_spend_every == 0:
             for channel, per_visit in AD_BUDGET_PER_VISIT.items():
                 for campaign in CAMPAIGNS[channel]:
                     share = per_visit / len(CAMPAIGNS[channel])
-                    amount = p.visits_per_day * share / 96 * self.rhythm(t0)
+                    reports_a_day = 1440 / p.ad_spend_every
+                    amount = self.visits_per_day(t0) * share / reports_a_day * self.rhythm(t0)
                     amount *= rng.lognormvariate(0, 0.15)
                     cpc = {"search": 0.9, "social": 0.55, "display": 0.3}[channel]
                     clicks = round(amount / cpc)
