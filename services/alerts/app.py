@@ -21,6 +21,8 @@ from services.alerts.api.limits import CancelOnDisconnect, RequestLimits
 from services.alerts.config import ConfigCache
 from services.alerts.notify.targets import GuardedTransport
 from services.alerts.settings import AlertsSettings
+from services.alerts.web import routes as web
+from services.alerts.web.scorecard import SnapshotCache
 from services.alerts.worker import LEASE_NAME, Worker
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.metrics import render
@@ -49,6 +51,7 @@ def create_app(settings: AlertsSettings, *, run_worker: bool = True) -> FastAPI:
         app.state.settings = settings
         app.state.sessions = make_sessionmaker(api_engine)
         app.state.config_cache = ConfigCache(settings.timezone)
+        app.state.web_snapshots = SnapshotCache(settings.alerts_web_cache_seconds)
         worker = Worker(settings, engine, sessions, http) if run_worker else None
         app.state.worker = worker
         task = asyncio.create_task(worker.run(), name="alerts-worker") if worker else None
@@ -81,6 +84,7 @@ def create_app(settings: AlertsSettings, *, run_worker: bool = True) -> FastAPI:
         config.channels,
         silences.router,
         alerts.router,
+        web.router,
     ):
         app.include_router(router)
 

@@ -62,6 +62,15 @@ class AlertsSettings(BaseServiceSettings):
     alerts_goal_history_retention: timedelta = Field(timedelta(days=90), gt=timedelta(0))
     alerts_shutdown_timeout_seconds: float = Field(10.0, gt=0)
 
+    # The web scorecard (GET / on this port): a login with either token opens a session
+    # cookie this long. Secure cookies need HTTPS in front of the service (a proxy).
+    alerts_web_session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    alerts_web_secure_cookie: bool = False
+    # Open pages refresh their numbers this often; every viewer shares one reading of the
+    # database per `cache` seconds, so a hundred open tabs cost what one does.
+    alerts_web_refresh_seconds: float = Field(10.0, ge=1, le=3600)
+    alerts_web_cache_seconds: float = Field(5.0, ge=0, le=3600)
+
     @model_validator(mode="after")
     def _tokens_differ(self) -> AlertsSettings:
         read = self.alerts_read_token

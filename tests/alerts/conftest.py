@@ -12,9 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -278,3 +278,52 @@ def start_service(alerts_env: dict[str, str], tmp_path: Path) -> Iterator[StartS
     yield start
     for service in started:
         service.stop()
+
+
+# --- the web scorecard ----------------------------------------------------------------
+
+
+def web_config(today: date) -> str:
+    return f"""
+kpis:
+  - {{name: orders, kind: count, event: order_completed, dimensions: [source]}}
+  - {{name: revenue, kind: sum, event: order_completed, field: properties.amount, unit: USD}}
+  - {{name: refunds, kind: count, event: refund_issued}}
+rules:
+  - {{name: orders-high, kpi: orders, window: 5m, op: ">", value: 5, labels: {{team: shop}},
+     annotations: {{summary: "{{{{ value }}}} orders in 5m"}}}}
+goals:
+  - {{name: refunds-cap, kpi: refunds, direction: at_most, target: 10,
+     start: "{today - timedelta(days=1)}", deadline: "{today}"}}
+"""
+
+
+def set_watermark(db: psycopg.Connection[Any], topic: str, at: datetime) -> None:
+    """Where the aggregator says every partition is complete, as it commits it."""
+    db.execute(
+        "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, watermark)"
+        " VALUES ('pacekeeper-aggregator', %s, 0, 1, %s)"
+        " ON CONFLICT (group_id, topic, partition) DO UPDATE SET watermark = EXCLUDED.watermark",
+        (topic, at),
+    )
+
+
+ServeScorecard = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+def serve_scorecard(
+    apply_yaml: ApplyConfig,
+    db: psycopg.Connection[Any],
+    service_env: dict[str, str],
+    start_service: StartService,
+) -> ServeScorecard:
+    """The shop's config applied, the aggregator's watermark set, the service started with
+    a fresh reading on every page."""
+
+    async def serve(now: datetime, watermark: datetime, **env: str) -> Service:
+        await apply_yaml(web_config(now.date()))
+        set_watermark(db, service_env["PACEKEEPER_EVENTS_TOPIC"], watermark)
+        return start_service(PACEKEEPER_ALERTS_WEB_CACHE_SECONDS="0", **env)
+
+    return serve

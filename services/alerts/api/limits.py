@@ -16,12 +16,17 @@ import contextlib
 import orjson
 from fastapi import HTTPException
 from prometheus_client import Counter
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.alerts.api.deps import token_role
 from services.alerts.settings import AlertsSettings
+from services.alerts.web import session as web_session
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+# The scorecard's login and logout forms are posted before there is a session: a token
+# and a path fit in far less than this.
+_OPEN_FORMS = {"/login": 4096, "/logout": 0}
 
 CANCELLED_READS = Counter(
     "pacekeeper_alerts_api_reads_cancelled_total",
@@ -56,14 +61,17 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or token_role(self.settings, token.strip()) is None:
-            await _answer(
-                send, 401, "missing or invalid bearer token", [(b"www-authenticate", b"Bearer")]
-            )
-            return
-        limit = self.settings.alerts_max_body_bytes
+        limit = _OPEN_FORMS.get(scope["path"])
+        if limit is None:
+            if not self._authenticated(headers):
+                await _answer(
+                    send,
+                    401,
+                    "missing or invalid bearer token",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+            limit = self.settings.alerts_max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _answer(send, 413, f"the request body is over {limit} bytes", [])
@@ -87,6 +95,15 @@ class RequestLimits:
             return message
 
         await self.app(scope, counted, send)
+
+    def _authenticated(self, headers: dict[bytes, bytes]) -> bool:
+        """A known bearer token (the API), or a scorecard session cookie (its forms)."""
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            return token_role(self.settings, token.strip()) is not None
+        cookies = cookie_parser(headers.get(b"cookie", b"").decode("latin-1"))
+        return web_session.verify(self.settings, cookies.get(web_session.COOKIE)) is not None
 
 
 def _disconnected(watcher: asyncio.Future[Message]) -> bool:

@@ -4,6 +4,7 @@ and which dimension values pull it the wrong way. The evaluator judges goals fro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -121,3 +122,68 @@ async def goal_contributors(
         }
         for v, d in top
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class PathPoint:
+    """One instant of a goal's period: the value so far (None ahead of `at`) and where the
+    pacing path says it should be by then."""
+
+    time: datetime
+    value: float | None
+    expected: float | None
+
+
+async def goal_paths(
+    session: AsyncSession,
+    config: Config,
+    readings: Mapping[str, GoalReading],
+    at: datetime,
+    points: int = 24,
+) -> dict[str, list[PathPoint]]:
+    """Each goal's value so far at `points` steps of its period, next to its pacing path
+    over the whole period, from the same pacing function the evaluator judges with: the
+    last point is the reading itself. One round trip for every goal."""
+    plans: dict[str, list[tuple[datetime, Query | None, Query | None]]] = {}
+    previous: dict[str, Query] = {}
+    for name, reading in readings.items():
+        goal, period = reading.goal, reading.period
+        kpi = config.kpis.get(goal.kpi)
+        if kpi is None:
+            continue
+        dims = dims_key(goal.dims)
+        now = min(max(at, period.start), period.end)
+        steps = [period.start + (period.end - period.start) * i / points for i in range(points + 1)]
+        times = sorted({t for t in steps if t != now} | {now})
+        cumulative = kpi.kind in pacing.CUMULATIVE_KINDS
+        previous[name] = Query(goal.kpi, period.previous_start, period.previous_end, dims)
+        plans[name] = [
+            (
+                t,
+                Query(goal.kpi, period.start, t, dims) if period.start < t <= now else None,
+                Query(goal.kpi, period.previous_start, period.previous_at(period.elapsed(t)), dims)
+                if cumulative
+                else None,
+            )
+            for t in times
+        ]
+    queries = [q for plan in plans.values() for _, *qs in plan for q in qs if q is not None]
+    values = await store.kpis.kpi_values(
+        session, list(dict.fromkeys([*queries, *previous.values()]))
+    )
+    out: dict[str, list[PathPoint]] = {}
+    for name, plan in plans.items():
+        goal = readings[name].goal
+        path = []
+        for t, to_date, shape in plan:
+            pace = pacing.pace(
+                goal,
+                kind=config.kpis[goal.kpi].kind,
+                value=values.get(to_date) if to_date else None,
+                elapsed=readings[name].period.elapsed(t),
+                previous_total=values.get(previous[name]),
+                previous_to_date=values.get(shape) if shape else None,
+            )
+            path.append(PathPoint(t, pace.value, pace.expected))
+        out[name] = path
+    return out
