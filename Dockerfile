@@ -37,10 +37,11 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 
 FROM ${PYTHON_IMAGE} AS runtime
-# Pango and HarfBuzz for WeasyPrint (`pacekeeper report --format pdf`), with one font.
+# Pango and HarfBuzz for WeasyPrint (`pacekeeper report --format pdf`), with a Latin and a
+# CJK font (PACEKEEPER_LOCALE=zh-CN reports).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core fonts-noto-cjk \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 pacekeeper \
     && useradd --system --uid 10001 --gid pacekeeper --home-dir /home/pacekeeper \
