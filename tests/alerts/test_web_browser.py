@@ -22,8 +22,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from services.alerts.web.values import format_kpi
 from shared.i18n import Locale
+from shared.kpi_format import format_value
 from tests.alerts.conftest import (
     ADMIN,
     ROOT,
@@ -109,7 +109,7 @@ async def test_a_person_reads_watches_and_acknowledges_in_a_real_browser(
     for kpi, unit in (("orders", ""), ("revenue", "USD")):
         (value,) = db.execute("SELECT kpi_value(%s, %s, %s, NULL)", (kpi, day_start, at)).fetchone()  # type: ignore[misc]
         tile = chrome.find_element(By.CSS_SELECTOR, f'article[data-kpi="{kpi}"] .big')
-        assert tile.text == format_kpi(float(value), unit, Locale.en)
+        assert tile.text == format_value(float(value), unit, Locale.en)
     assert goal_status(chrome, "refunds-cap") == "on_track"
     shot(chrome, "1-scorecard")
 

@@ -1,5 +1,5 @@
-"""The web scorecard's pure parts: the signed session cookie, the shared reading, the
-charts and the value formats."""
+"""The web scorecard's pure parts: the signed session cookie, the shared reading and the
+charts."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ from services.alerts.settings import AlertsSettings
 from services.alerts.web import charts, session
 from services.alerts.web.routes import _safe_next
 from services.alerts.web.scorecard import Freshness, Scorecard, SnapshotCache
-from services.alerts.web.values import format_change, format_kpi
 from shared.config.alerting import Period
-from shared.i18n import Locale
 
 pytestmark = pytest.mark.unit
 NOW = 1_800_000_000.0
@@ -186,33 +184,3 @@ def test_a_pacing_chart_shows_target_path_value_and_projection() -> None:
         assert part in svg
     assert "&lt;goal&gt;" in svg  # labels are escaped
     assert charts.pacing_chart(path[:1], target=1, projection=1) == ""
-
-
-@pytest.mark.parametrize(
-    ("value", "unit", "locale", "expected"),
-    [
-        (234.5, "USD", Locale.en, "$234.50"),
-        (123456, "USD", Locale.en, "$123,456"),
-        (234.5, "USD", Locale.zh_CN, "US$234.50"),
-        (1234.5, "CNY", Locale.zh_CN, "¥1,234"),
-        (0.1234, "ratio", Locale.en, "12.3%"),
-        (12345, "", Locale.zh_CN, "12,345"),
-        (2.5, "points", Locale.en, "2.50"),
-        (42, "tickets", Locale.en, "42 tickets"),
-        (75, "s", Locale.en, "75 s"),
-        (5400, "s", Locale.en, "1.5 h"),
-        (None, "USD", Locale.en, "—"),
-        (float("nan"), "", Locale.en, "—"),
-    ],
-)
-def test_kpi_values_read_as_people_write_them(
-    value: float | None, unit: str, locale: Locale, expected: str
-) -> None:
-    assert format_kpi(value, unit, locale) == expected
-
-
-def test_changes_carry_their_direction() -> None:
-    assert format_change(0.125, Locale.en) == "▲ +12.5%"
-    assert format_change(-0.03, Locale.en) == "▼ -3.0%"
-    assert format_change(0.0, Locale.en) == "■ +0.0%"
-    assert format_change(None, Locale.en) == "—"

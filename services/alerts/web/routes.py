@@ -38,10 +38,10 @@ from services.alerts.web.scorecard import (
     read_scorecard,
 )
 from services.alerts.web.session import COOKIE, WebSession, csrf_token, csrf_valid, issue, verify
-from services.alerts.web.values import format_change, format_kpi
 from shared.config.alerting import Period
 from shared.durations import format_duration, parse_duration
 from shared.i18n import Locale, format_datetime, install
+from shared.kpi_format import format_change, format_value
 
 router = APIRouter(include_in_schema=False)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -65,7 +65,7 @@ def _environment(locale: Locale) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     install(env, locale)
-    env.filters["kpi"] = lambda value, unit: format_kpi(value, unit, locale)
+    env.filters["kpi"] = lambda value, unit: format_value(value, unit, locale)
     env.filters["change"] = lambda value: format_change(value, locale)
     env.globals.update(
         sparkline=charts.sparkline,

@@ -32,7 +32,8 @@ from services.alerts.evaluation.rules import Query, dims_key
 from services.alerts.evaluation.windows import add_periods, judgement_time, period_start
 from services.alerts.store.alerts import AlertView
 from shared.config.alerting import Period
-from shared.config.kpis import KpiKind, KpiSpec
+from shared.config.kpis import KpiSpec
+from shared.kpi_format import display_unit
 
 log = logging.getLogger("pacekeeper.alerts.web")
 
@@ -42,14 +43,6 @@ SPARK_POINTS = 48
 # stalled pipeline's figures as today's.
 STALE_AFTER = timedelta(minutes=5)
 LAGGING = frozenset({pacing.GoalStatus.at_risk, pacing.GoalStatus.off_track})
-RATIO_KINDS = frozenset({KpiKind.ratio, KpiKind.funnel, KpiKind.retention})
-
-
-def kpi_unit(spec: KpiSpec) -> str:
-    """The unit a KPI is shown in: its own, or `ratio` for the kinds that are shares."""
-    if spec.unit:
-        return spec.unit
-    return "ratio" if spec.kind in RATIO_KINDS else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +148,7 @@ async def kpi_tiles(
             KpiTile(
                 name,
                 spec.description,
-                kpi_unit(spec),
+                display_unit(spec),
                 values.get(current[name]),
                 values.get(before[name]),
                 series,
@@ -182,7 +175,7 @@ async def goal_cards(
         cards.append(
             GoalCard(
                 reading,
-                kpi_unit(config.kpis[reading.goal.kpi]),
+                display_unit(config.kpis[reading.goal.kpi]),
                 pacing.attainment(pace.value, pace.target, reading.goal.direction),
                 paths.get(name, []),
                 contributors,
@@ -200,7 +193,7 @@ async def read_scorecard(
     at = judgement_time(now, fresh.watermark)
     start = period_start(period, at, config.zone)
     card = Scorecard(now, at, period, start, fresh)
-    card.units.update({name: kpi_unit(spec) for name, spec in config.kpis.items()})
+    card.units.update({name: display_unit(spec) for name, spec in config.kpis.items()})
     try:
         names = list(config.kpis)
         card.goals.extend(await goal_cards(session, config, at))
@@ -245,7 +238,7 @@ async def kpi_detail(
     return KpiDetail(
         name,
         spec,
-        kpi_unit(spec),
+        display_unit(spec),
         points,
         total,
         values,
