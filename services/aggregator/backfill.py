@@ -18,10 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from services.aggregator import repository
-from services.aggregator.catalog import compile_catalog
+from services.aggregator.catalog import Catalog, compile_catalog
 from services.aggregator.definitions import Definitions
-from services.aggregator.guard import CardinalityGuard
+from services.aggregator.guard import CardinalityGuard, Pending
 from services.aggregator.rollup import fold, rollup
 from shared.config.kpis import DERIVED_KINDS
 from shared.db import make_engine, make_sessionmaker, transaction
@@ -56,6 +58,28 @@ def align_up(moment: datetime) -> datetime:
     return down if down == moment.astimezone(UTC) else down + ALIGN
 
 
+async def recompute_chunk(
+    session: AsyncSession,
+    catalog: Catalog,
+    guard: CardinalityGuard,
+    key: str,
+    lo: datetime,
+    hi: datetime,
+) -> tuple[int, Pending]:
+    """Inside the caller's transaction: replace the state under storage key `key` (the one
+    KPI of `catalog`) for events in [lo, hi) by what the stored events give; returns how
+    many events were read, and what the guard learned (for `guard.commit` after the
+    commit)."""
+    await repository.lock_kpi_exclusive(session, key)
+    await repository.delete_state(session, key, lo, hi)
+    events = await repository.read_events(session, sorted(catalog.by_event), lo, hi)
+    state = rollup(events, catalog)
+    admitted, pending = await guard.resolve(session, state, catalog)
+    state, _folds = fold(state, admitted)
+    await repository.write_state(session, repository.state_lines(state, catalog))
+    return len(events), pending
+
+
 def chunks(t_from: datetime, t_to: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
     size = max(ALIGN, size - size % ALIGN)
     lo, end = align_down(t_from), align_up(t_to)
@@ -86,32 +110,31 @@ async def backfill(
         definitions = Definitions()
         async with transaction(sessions) as session:
             await definitions.load(session)
-        spec = definitions.catalog.specs.get(kpi)
-        if spec is None:
+        if kpi in definitions.pending:
+            raise BackfillError(
+                f"a new version of {kpi} is recomputing its history; see"
+                f" `pacekeeper kpis history {kpi}`"
+            )
+        key = definitions.active.get(kpi)
+        spec = None if key is None else definitions.catalog.specs.get(key)
+        if key is None or spec is None:
             raise BackfillError(f"unknown KPI {kpi!r} (apply it first)")
         if spec.kind in DERIVED_KINDS:
             raise BackfillError(
                 f"{kpi} is a {spec.kind.value}: it is computed at query time from other KPIs;"
                 " backfill those instead"
             )
-        catalog = compile_catalog({kpi: spec})
-        types = sorted(catalog.by_event)
+        catalog = compile_catalog({key: spec})
         guard = CardinalityGuard()
         plan = chunks(t_from, t_to, chunk)
         total = 0
         for done, (lo, hi) in enumerate(plan, start=1):
             async with transaction(sessions) as session:
-                await repository.lock_kpi_exclusive(session, kpi)
-                await repository.delete_state(session, kpi, lo, hi)
-                events = await repository.read_events(session, types, lo, hi)
-                state = rollup(events, catalog)
-                admitted, pending = await guard.resolve(session, state, catalog)
-                state, _folds = fold(state, admitted)
-                await repository.write_state(session, repository.state_lines(state, catalog))
+                events, pending = await recompute_chunk(session, catalog, guard, key, lo, hi)
             guard.commit(pending, catalog)
-            total += len(events)
+            total += events
             if progress is not None:
-                progress(done, len(plan), len(events))
+                progress(done, len(plan), events)
         await rematerialize(engine, plan[0][0], plan[-1][1])
         return Result(kpi, plan[0][0], plan[-1][1], total, len(plan))
     finally:

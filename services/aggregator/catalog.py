@@ -69,6 +69,12 @@ class Catalog:
     dependents: Mapping[str, frozenset[str]] = field(default_factory=dict)
     funnel_within: Mapping[str, timedelta] = field(default_factory=dict)
     retention_day: Mapping[str, int] = field(default_factory=dict)
+    # Storage key -> the KPI name its changes are announced as, None for a version still
+    # recomputing (nobody reads it yet). Keys not in it are their KPI's name.
+    announce_as: Mapping[str, str | None] = field(default_factory=dict)
+
+    def announced(self, key: str) -> str | None:
+        return self.announce_as.get(key, key)
 
     def contributions(self, event_type: str) -> tuple[Contribution, ...]:
         return self.by_event.get(event_type, ())
@@ -82,7 +88,12 @@ def _dims(paths: list[str]) -> tuple[tuple[str, ...], tuple[Getter, ...]]:
     return tuple(paths), tuple(getter(p) for p in paths)
 
 
-def compile_catalog(specs: Mapping[str, KpiSpec]) -> Catalog:
+def compile_catalog(
+    specs: Mapping[str, KpiSpec], announce_as: Mapping[str, str | None] | None = None
+) -> Catalog:
+    """`specs` by storage key: the KPI's name, or for a version of it with state of its own
+    `name@N` (see shared.config.kpi_versions); `announce_as` maps such keys to names."""
+    announce_as = dict(announce_as or {})
     by_event: dict[str, list[Contribution]] = defaultdict(list)
     limits: dict[str, int] = {}
     within: dict[str, timedelta] = {}
@@ -165,16 +176,18 @@ def compile_catalog(specs: Mapping[str, KpiSpec]) -> Catalog:
         dependents=_dependents(specs),
         funnel_within=within,
         retention_day=days,
+        announce_as=announce_as,
     )
 
 
 def _dependents(specs: Mapping[str, KpiSpec]) -> dict[str, frozenset[str]]:
+    """KPI name -> the derived KPIs (by name) that read it."""
     direct: dict[str, set[str]] = defaultdict(set)
-    for name, spec in specs.items():
+    for spec in specs.values():
         for ref in referenced_kpis(spec):
-            direct[ref].add(name)
+            direct[ref].add(spec.name)
     out: dict[str, frozenset[str]] = {}
-    for name in specs:
+    for name in {spec.name for spec in specs.values()}:
         seen: set[str] = set()
         todo = list(direct.get(name, ()))
         while todo:

@@ -28,21 +28,38 @@ _SPEC = TypeAdapter(KpiSpec)
 
 
 class Definitions:
+    """The catalog is keyed by storage key: each KPI's active version, and while a new
+    version of it recomputes its history, that version too (see services.aggregator.recompute)."""
+
     def __init__(self) -> None:
         self.catalog: Catalog = compile_catalog({})
-        self.versions: dict[str, int] = {}
+        self.versions: dict[str, repository.VersionKey] = {}
+        # KPI name -> the storage key of its active version, and of one recomputing.
+        self.active: dict[str, str] = {}
+        self.pending: dict[str, str] = {}
         self.stale = asyncio.Event()
 
     async def load(self, session: AsyncSession) -> None:
         specs: dict[str, KpiSpec] = {}
-        versions: dict[str, int] = {}
-        for name, spec, version in await repository.kpi_definitions(session):
-            versions[name] = version  # remembered even when invalid: no reload loop
-            try:
-                specs[name] = _SPEC.validate_python(spec)
-            except ValidationError as exc:
-                log.error("skipping invalid KPI definition", extra={"kpi": name, "error": str(exc)})
-        self.catalog = compile_catalog(specs)
+        announce_as: dict[str, str | None] = {}
+        versions: dict[str, repository.VersionKey] = {}
+        active_keys: dict[str, str] = {}
+        pending_keys: dict[str, str] = {}
+        for kpi in await repository.kpi_definitions(session):
+            versions[kpi.name] = kpi.versions  # remembered even when invalid: no reload loop
+            for key, spec, active in kpi.writes:
+                try:
+                    specs[key] = _SPEC.validate_python(spec)
+                except ValidationError as exc:
+                    log.error(
+                        "skipping invalid KPI definition", extra={"kpi": key, "error": str(exc)}
+                    )
+                    continue
+                (active_keys if active else pending_keys)[kpi.name] = key
+                if key != kpi.name or not active:
+                    announce_as[key] = kpi.name if active else None
+        self.catalog = compile_catalog(specs, announce_as)
+        self.active, self.pending = active_keys, pending_keys
         if versions != self.versions:
             log.info("KPI definitions loaded", extra={"kpis": len(specs)})
         self.versions = versions

@@ -33,8 +33,26 @@ DEFINITIONS_LOCK = 0
 
 _SHARED_BARRIER = text("SELECT pg_advisory_xact_lock_shared(:ns, :key)")
 _EXCLUSIVE_BARRIER = text("SELECT pg_advisory_xact_lock(:ns, :key)")
-_KPI_VERSIONS = text("SELECT name, version FROM kpis")
-_KPI_DEFINITIONS = text("SELECT name, spec, version FROM kpis")
+# Per KPI: the stored definition's version and the versions the aggregator writes state
+# for (the active one and one recomputing, see kpi_versions); a change to any reloads.
+_KPI_VERSIONS = text(
+    """
+    SELECT k.name, k.version, coalesce(a.version, 0) AS active, coalesce(p.version, 0) AS pending
+    FROM kpis k
+    LEFT JOIN kpi_versions a ON a.kpi = k.name AND a.state = 'active'
+    LEFT JOIN kpi_versions p ON p.kpi = k.name AND p.state = 'recomputing'
+    """
+)
+_KPI_DEFINITIONS = text(
+    """
+    SELECT k.name, k.spec, k.version, coalesce(a.version, 0) AS active,
+           coalesce(p.version, 0) AS pending, a.spec AS active_spec, a.storage AS active_storage,
+           p.spec AS pending_spec, p.storage AS pending_storage
+    FROM kpis k
+    LEFT JOIN kpi_versions a ON a.kpi = k.name AND a.state = 'active'
+    LEFT JOIN kpi_versions p ON p.kpi = k.name AND p.state = 'recomputing'
+    """
+)
 _SHARED_KPI_LOCKS = text(
     "SELECT pg_advisory_xact_lock_shared(:ns, hashtext(k))"
     " FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS t(k, i) ORDER BY i"
@@ -186,7 +204,20 @@ def dims_json(names: Sequence[str], values: DimsKey) -> str:
 # --- transaction preamble ------------------------------------------------------------------
 
 
-async def definitions_barrier(session: AsyncSession) -> dict[str, int]:
+VersionKey = tuple[int, int, int]  # (definition version, active version, recomputing version)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKpi:
+    """A KPI as the aggregator applies it: the state it writes, per storage key."""
+
+    name: str
+    versions: VersionKey
+    # storage key -> (definition, is it the active version); the active one first.
+    writes: tuple[tuple[str, dict[str, Any], bool], ...]
+
+
+async def definitions_barrier(session: AsyncSession) -> dict[str, VersionKey]:
     """Shared side of the definitions barrier, then the KPI versions as of now.
 
     A backfill takes the exclusive side once before it starts: every batch transaction
@@ -194,12 +225,29 @@ async def definitions_barrier(session: AsyncSession) -> dict[str, int]:
     one sees the definition here — so no event escapes both the backfill and the consumer.
     """
     await session.execute(_SHARED_BARRIER, {"ns": LOCK_NAMESPACE, "key": DEFINITIONS_LOCK})
-    return {str(name): int(version) for name, version in await session.execute(_KPI_VERSIONS)}
+    return {
+        str(r.name): (int(r.version), int(r.active), int(r.pending))
+        for r in await session.execute(_KPI_VERSIONS)
+    }
 
 
-async def kpi_definitions(session: AsyncSession) -> list[tuple[str, dict[str, object], int]]:
-    """Every stored KPI definition as (name, spec JSON, version)."""
-    return [(r.name, r.spec, r.version) for r in await session.execute(_KPI_DEFINITIONS)]
+async def kpi_definitions(session: AsyncSession) -> list[StoredKpi]:
+    """Every stored KPI with the state to write for it: its active version's (a KPI stored
+    without versions: its definition, under its name) and, while one recomputes, the new
+    version's too, so that nothing the consumer applies meanwhile is missing from either."""
+    out = []
+    for r in await session.execute(_KPI_DEFINITIONS):
+        writes = [
+            (r.name, r.spec, True)
+            if r.active_storage is None
+            else (r.active_storage, r.active_spec, True)
+        ]
+        if r.pending_storage is not None:
+            writes.append((r.pending_storage, r.pending_spec, False))
+        out.append(
+            StoredKpi(r.name, (int(r.version), int(r.active), int(r.pending)), tuple(writes))
+        )
+    return out
 
 
 async def wait_for_running_batches(session: AsyncSession) -> None:
@@ -622,3 +670,139 @@ async def take_updates(session: AsyncSession, limit: int) -> list[PendingUpdate]
 
 async def delete_updates(session: AsyncSession, ids: Sequence[int]) -> None:
     await session.execute(_DELETE_UPDATES, {"ids": list(ids)})
+
+
+# --- KPI versions: recompute and switch ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VersionWork:
+    """A version recomputing its history, as stored (the range is None before its first
+    run has set it)."""
+
+    kpi: str
+    version: int
+    storage: str
+    spec: dict[str, Any]
+    recompute_from: datetime | None
+    recompute_to: datetime | None
+    recomputed_until: datetime | None
+
+
+_VERSION_COLUMNS = "kpi, version, storage, spec, recompute_from, recompute_to, recomputed_until"
+_RECOMPUTING = text(
+    f"SELECT {_VERSION_COLUMNS} FROM kpi_versions WHERE state = 'recomputing' ORDER BY applied_at"
+)
+# SKIP LOCKED: of several aggregator processes, one works on a version at a time; the
+# others find it locked and leave it.
+_CLAIM_VERSION = text(
+    f"""
+    SELECT {_VERSION_COLUMNS} FROM kpi_versions
+    WHERE kpi = :kpi AND version = :version AND state = 'recomputing'
+    FOR UPDATE SKIP LOCKED
+    """
+)
+_EVENTS_SPAN = text("SELECT min(time), max(time) FROM events")
+_SET_RANGE = text(
+    """
+    UPDATE kpi_versions SET recompute_from = :lo, recompute_to = :hi, recomputed_until = :lo
+    WHERE kpi = :kpi AND version = :version AND recompute_from IS NULL
+    """
+)
+_PROGRESS = text(
+    """
+    UPDATE kpi_versions SET recomputed_until = :until,
+                            events_processed = events_processed + :events
+    WHERE kpi = :kpi AND version = :version
+    """
+)
+_RETIRE_ACTIVE = text(
+    "UPDATE kpi_versions SET state = 'retired', retired_at = now()"
+    " WHERE kpi = :kpi AND state = 'active'"
+)
+_ACTIVATE = text(
+    "UPDATE kpi_versions SET state = 'active', activated_at = now()"
+    " WHERE kpi = :kpi AND version = :version"
+)
+_TO_DROP = text(
+    "SELECT kpi, version, storage FROM kpi_versions"
+    " WHERE state IN ('retired', 'superseded') AND NOT state_dropped ORDER BY retired_at"
+)
+_STORAGE_IN_USE = text(
+    "SELECT 1 FROM kpi_versions WHERE storage = :storage"
+    " AND state IN ('active', 'recomputing') LIMIT 1"
+)
+_POINTS_SPAN = text("SELECT min(bucket), max(bucket) FROM kpi_points WHERE kpi = :storage")
+_DROP_STATE = [
+    text(f"DELETE FROM {table} WHERE kpi = :storage")
+    for table in (*STATE_TABLES, "kpi_dimension_values")
+]
+_DROPPED = text(
+    "UPDATE kpi_versions SET state_dropped = true WHERE storage = :storage"
+    " AND state IN ('retired', 'superseded')"
+)
+
+
+def _work(row: Any) -> VersionWork:
+    return VersionWork(
+        row.kpi, row.version, row.storage, row.spec,
+        row.recompute_from, row.recompute_to, row.recomputed_until,
+    )  # fmt: skip
+
+
+async def recomputing_versions(session: AsyncSession) -> list[VersionWork]:
+    return [_work(r) for r in await session.execute(_RECOMPUTING)]
+
+
+async def claim_version(session: AsyncSession, kpi: str, version: int) -> VersionWork | None:
+    """The version, locked until the transaction ends; None when it no longer recomputes
+    or another process holds it."""
+    row = (await session.execute(_CLAIM_VERSION, {"kpi": kpi, "version": version})).first()
+    return None if row is None else _work(row)
+
+
+async def events_span(session: AsyncSession) -> tuple[datetime | None, datetime | None]:
+    row = (await session.execute(_EVENTS_SPAN)).one()
+    return row[0], row[1]
+
+
+async def set_recompute_range(
+    session: AsyncSession, kpi: str, version: int, lo: datetime, hi: datetime
+) -> None:
+    await session.execute(_SET_RANGE, {"kpi": kpi, "version": version, "lo": lo, "hi": hi})
+
+
+async def store_progress(
+    session: AsyncSession, kpi: str, version: int, until: datetime, events: int
+) -> None:
+    await session.execute(
+        _PROGRESS, {"kpi": kpi, "version": version, "until": until, "events": events}
+    )
+
+
+async def activate_version(session: AsyncSession, kpi: str, version: int) -> None:
+    """The switch: the active version retires and this one becomes active, together."""
+    await session.execute(_RETIRE_ACTIVE, {"kpi": kpi})
+    await session.execute(_ACTIVATE, {"kpi": kpi, "version": version})
+
+
+async def storages_to_drop(session: AsyncSession) -> list[str]:
+    """Storage keys of retired or superseded versions whose state is still stored and that
+    no active or recomputing version uses."""
+    out: list[str] = []
+    for row in await session.execute(_TO_DROP):
+        if row.storage in out:
+            continue
+        if (await session.execute(_STORAGE_IN_USE, {"storage": row.storage})).first() is None:
+            out.append(row.storage)
+    return out
+
+
+async def drop_storage(session: AsyncSession, storage: str) -> tuple[datetime, datetime] | None:
+    """Delete every row of state under `storage`; returns the minutes its points spanned
+    (for the aggregates to forget them), None when it had none."""
+    lo, hi = (await session.execute(_POINTS_SPAN, {"storage": storage})).one()
+    for statement in _DROP_STATE:
+        await session.execute(statement, {"storage": storage})
+    await session.execute(_DROPPED, {"storage": storage})
+    return None if lo is None else (lo, hi + timedelta(minutes=1))

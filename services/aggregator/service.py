@@ -22,6 +22,7 @@ from services.aggregator.batch import Batch, Policy, Rejected, assemble
 from services.aggregator.consumer import EventConsumer
 from services.aggregator.definitions import Definitions, listen
 from services.aggregator.guard import CardinalityGuard
+from services.aggregator.recompute import Recompute
 from services.aggregator.repository import StoredOffset
 from services.aggregator.settings import AggregatorSettings
 from services.aggregator.updates import RELAY_ERRORS, UpdateRelay
@@ -52,6 +53,7 @@ class Aggregator:
         self._consumer = EventConsumer(settings, self._load_offsets)
         self._writer: BatchWriter | None = None
         self._relay: UpdateRelay | None = None
+        self._recompute: Recompute | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._db_ok = False
         self._policy = Policy(settings.watermark_delay_us, settings.allowed_lateness_us)
@@ -87,6 +89,13 @@ class Aggregator:
         self._relay = UpdateRelay(self._sessions, self._producer, s.kpi_updates_topic)
         self._relay.wake()  # what a previous process committed but did not send
         self._tasks.append(asyncio.create_task(self._relay.run(self.stopping)))
+        self._recompute = Recompute(
+            self._engine,
+            self._sessions,
+            s,
+            lambda kpi: self.definitions.catalog.dependents.get(kpi, frozenset()),
+        )
+        self._tasks.append(asyncio.create_task(self._recompute.run(self.stopping)))
         await self._consumer.start()
         log.info(
             "aggregator started",
@@ -260,6 +269,8 @@ class Aggregator:
         self._db_ok = True
 
     async def _reload_quietly(self) -> None:
+        if self._recompute is not None:
+            self._recompute.wake()  # a new version may wait for its history
         try:
             await self._reload()
         except Exception as exc:  # noqa: BLE001  # the next batch reloads anyway

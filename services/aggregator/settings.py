@@ -36,6 +36,15 @@ class AggregatorSettings(BaseServiceSettings):
     aggregator_dedupe_purge_interval: float = Field(600.0, gt=0)
     aggregator_topic_partitions: int = Field(6, ge=1)
     aggregator_shutdown_timeout: float = Field(10.0, gt=0)
+    # Recomputing a changed KPI's history (services/aggregator/recompute.py): at most this
+    # many stored events read per second, so the live stream keeps its share of the
+    # database; chunks of this much event time, each one transaction (and one pause of the
+    # live writes to the new version's key, the length of the chunk's work).
+    aggregator_recompute_events_per_second: float = Field(20_000, gt=0)
+    aggregator_recompute_chunk: timedelta = timedelta(hours=1)
+    # How often to look for a version to recompute or old state to drop (an `apply` also
+    # wakes it at once).
+    aggregator_recompute_poll: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> AggregatorSettings:

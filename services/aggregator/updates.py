@@ -71,8 +71,10 @@ def changed_ranges(state: Rollup, catalog: Catalog) -> Ranges:
         start = slot * SLOT_US
         widen(kpi, start - (day + 1) * _DAY_US, start + SLOT_US - (day - 1) * _DAY_US)
     ranges: Ranges = {}
-    for kpi in lows:
-        _widen(ranges, kpi, lows[kpi], highs[kpi])
+    for key in lows:
+        name = catalog.announced(key)  # a version's key as its KPI; a pending one not at all
+        if name is not None:
+            _widen(ranges, name, lows[key], highs[key])
     for kpi, (lo, hi) in list(ranges.items()):
         for dependent in catalog.dependents.get(kpi, ()):
             _widen(ranges, dependent, lo, hi)

@@ -17,6 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import PacekeeperConfig, error_message
 from shared.config.alerting import ChannelSpec, GoalSpec, RuleSpec
+from shared.config.kpi_versions import (
+    VersionState,
+    diff,
+    has_state,
+    needs_recompute,
+    storage_key,
+)
 from shared.config.kpis import KpiSpec
 
 log = logging.getLogger(__name__)
@@ -58,22 +65,34 @@ class ApplyResult:
         return sum(len(v) for v in getattr(self, what).values())
 
 
-async def upsert_spec(session: AsyncSession, section: str, spec: NamedSpec) -> str:
-    """Insert or update one definition; returns created | updated | unchanged."""
+async def upsert_spec(
+    session: AsyncSession, section: str, spec: NamedSpec, *, applied_by: str | None = None
+) -> str:
+    """Insert or update one definition; returns created | updated | unchanged. A KPI's
+    every new definition is also a new version (see `record_kpi_version`)."""
     if section not in SECTIONS:
         raise ValueError(f"unknown config section {section!r}")
     name = spec.name
     payload = spec_json(spec)
     row = (
         await session.execute(
-            text(f"SELECT spec FROM {section} WHERE name = :name FOR UPDATE"), {"name": name}
+            text(f"SELECT spec, version FROM {section} WHERE name = :name FOR UPDATE"),
+            {"name": name},
         )
     ).first()
     if row is None:
+        version = 1
+        if section == "kpis":  # a KPI deleted and defined again continues its numbering
+            version = await _next_kpi_version(session, name)
         await session.execute(
-            text(f"INSERT INTO {section} (name, spec) VALUES (:name, CAST(:spec AS jsonb))"),
-            {"name": name, "spec": _dumps(payload)},
+            text(
+                f"INSERT INTO {section} (name, spec, version)"
+                " VALUES (:name, CAST(:spec AS jsonb), :version)"
+            ),
+            {"name": name, "spec": _dumps(payload), "version": version},
         )
+        if section == "kpis":
+            await record_kpi_version(session, name, None, payload, version, applied_by)
         return "created"
     if row[0] == payload:
         return "unchanged"
@@ -84,6 +103,8 @@ async def upsert_spec(session: AsyncSession, section: str, spec: NamedSpec) -> s
         ),
         {"name": name, "spec": _dumps(payload)},
     )
+    if section == "kpis":
+        await record_kpi_version(session, name, row[0], payload, int(row[1]) + 1, applied_by)
     return "updated"
 
 
@@ -93,20 +114,124 @@ async def delete_spec(session: AsyncSession, section: str, name: str) -> bool:
     result = await session.execute(
         text(f"DELETE FROM {section} WHERE name = :name RETURNING name"), {"name": name}
     )
-    return result.first() is not None
+    deleted = result.first() is not None
+    if deleted and section == "kpis":
+        await _retire_kpi_versions(session, [name])
+    return deleted
+
+
+# --- KPI versions --------------------------------------------------------------------------
+
+_NEXT_VERSION = text("SELECT coalesce(max(version), 0) + 1 FROM kpi_versions WHERE kpi = :kpi")
+_ACTIVE_VERSION = text(
+    "SELECT spec, storage FROM kpi_versions WHERE kpi = :kpi AND state = 'active' FOR UPDATE"
+)
+_SUPERSEDE = text(
+    "UPDATE kpi_versions SET state = 'superseded', retired_at = now()"
+    " WHERE kpi = :kpi AND state = 'recomputing'"
+)
+_RETIRE_ACTIVE = text(
+    "UPDATE kpi_versions SET state = 'retired', retired_at = now(),"
+    " state_dropped = state_dropped OR storage = :keep"
+    " WHERE kpi = :kpi AND state = 'active'"
+)
+_RETIRE_ALL = text(
+    "UPDATE kpi_versions SET state = CASE state WHEN 'active' THEN 'retired'"
+    " ELSE 'superseded' END, retired_at = now()"
+    " WHERE kpi = ANY(CAST(:kpis AS text[])) AND state IN ('active', 'recomputing')"
+)
+_ADOPT = text(
+    "INSERT INTO kpi_versions (kpi, version, spec, storage, applied_by, state, activated_at)"
+    " VALUES (:kpi, :version, CAST(:spec AS jsonb), :kpi, 'unknown', 'active', now())"
+    " ON CONFLICT (kpi, version) DO UPDATE SET state = 'active', storage = :kpi"
+)
+_INSERT_VERSION = text(
+    """
+    INSERT INTO kpi_versions (kpi, version, spec, storage, diff, applied_by, state,
+                              activated_at)
+    VALUES (:kpi, :version, CAST(:spec AS jsonb), :storage, CAST(:diff AS jsonb),
+            coalesce(:by, session_user), :state,
+            CASE WHEN :state = 'active' THEN now() END)
+    """
+)
+
+
+async def _next_kpi_version(session: AsyncSession, kpi: str) -> int:
+    return int((await session.execute(_NEXT_VERSION, {"kpi": kpi})).scalar_one())
+
+
+async def record_kpi_version(
+    session: AsyncSession,
+    kpi: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any],
+    version: int,
+    applied_by: str | None,
+) -> VersionState:
+    """Store version `version` of a KPI (its definition is already in `kpis`).
+
+    A new KPI, or a definition whose state is the same as the active version's (only its
+    description, unit or quantile changed, or a ratio/formula, which has none), becomes
+    active at once. Anything else starts `recomputing` under a key of its own: the
+    aggregator fills it from `events` in the background and switches to it when done, and
+    until then readers keep getting the active version. A version still recomputing is
+    superseded by the newer one."""
+    active = (await session.execute(_ACTIVE_VERSION, {"kpi": kpi})).first()
+    fresh = before is None
+    if active is None and before is not None:
+        # Stored without versions (by hand): the definition it replaces becomes the active
+        # version readers keep until the new one is ready.
+        await session.execute(_ADOPT, {"kpi": kpi, "version": version - 1, "spec": _dumps(before)})
+    active_spec, active_storage = (before, kpi) if active is None else (active[0], active[1])
+    await session.execute(_SUPERSEDE, {"kpi": kpi})
+    if fresh or not needs_recompute(active_spec, after):
+        state = VersionState.active
+        # A new KPI applies from now on (history by `pacekeeper backfill`); a ratio or
+        # formula keeps no state, so the old version's goes.
+        reuse = not fresh and has_state(after)
+        storage = active_storage if reuse else storage_key(kpi, version)
+        await session.execute(_RETIRE_ACTIVE, {"kpi": kpi, "keep": storage})
+    else:
+        state = VersionState.recomputing
+        storage = storage_key(kpi, version)
+    changes = [c.as_json() for c in diff(before, after)]
+    await session.execute(
+        _INSERT_VERSION,
+        {
+            "kpi": kpi,
+            "version": version,
+            "spec": _dumps(after),
+            "storage": storage,
+            "diff": orjson.dumps(changes).decode(),
+            "by": applied_by,
+            "state": state.value,
+        },
+    )
+    return state
+
+
+async def _retire_kpi_versions(session: AsyncSession, kpis: list[str]) -> None:
+    """A deleted KPI's versions: none active any more; the aggregator drops their state."""
+    if kpis:
+        await session.execute(_RETIRE_ALL, {"kpis": kpis})
 
 
 async def apply_config(
-    session: AsyncSession, config: PacekeeperConfig, *, prune: bool = False
+    session: AsyncSession,
+    config: PacekeeperConfig,
+    *,
+    prune: bool = False,
+    applied_by: str | None = None,
 ) -> ApplyResult:
-    """Store a validated config. With `prune`, definitions missing from the file are deleted."""
+    """Store a validated config. With `prune`, definitions missing from the file are deleted.
+    `applied_by` is recorded with every new KPI version (default: the database user)."""
     result = ApplyResult()
     if config.timezone:
         await set_setting(session, "timezone", config.timezone)
     for section in SECTIONS:
         specs: list[NamedSpec] = list(getattr(config, section))
         for spec in specs:
-            outcome = await upsert_spec(session, section, spec)
+            outcome = await upsert_spec(session, section, spec, applied_by=applied_by)
             getattr(result, outcome).setdefault(section, []).append(spec.name)
         if prune:
             keep = [s.name for s in specs]
@@ -117,6 +242,8 @@ async def apply_config(
             deleted = [r[0] for r in rows]
             if deleted:
                 result.deleted[section] = deleted
+                if section == "kpis":
+                    await _retire_kpi_versions(session, deleted)
     return result
 
 
