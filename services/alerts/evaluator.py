@@ -32,9 +32,11 @@ from services.alerts.dispatch import (
     route,
 )
 from services.alerts.evaluation import goals as pacing
+from services.alerts.evaluation import restatements
 from services.alerts.evaluation.annotations import render
 from services.alerts.evaluation.lifecycle import AlertState, State, Transition, step
 from services.alerts.evaluation.readings import GoalReading, goal_contributors, read_goals
+from services.alerts.evaluation.restatements import ResultStatus, Standing
 from services.alerts.evaluation.rules import (
     DimsKey,
     Instance,
@@ -47,11 +49,13 @@ from services.alerts.evaluation.rules import (
     judge,
 )
 from services.alerts.evaluation.windows import judgement_time, rule_window
-from services.alerts.notify.payload import webhook_payload
+from services.alerts.notify.payload import restatement_payload, webhook_payload
 from services.alerts.silence import Acknowledger, Silencer
+from services.alerts.store import results as result_store
 from services.alerts.store.alerts import AlertRecord
 from services.alerts.store.goals import GoalReadingRow, GoalStatusRecord, LastStatus
-from shared.config.alerting import ChannelType, RuleKind, RuleSpec
+from services.alerts.store.results import RestatementRow, ResultRow
+from shared.config.alerting import ChannelType, GoalSpec, RuleKind, RuleSpec
 from shared.config.kpis import KpiKind
 
 # kpi_value calls per round trip: large enough that 10,000 rules need few round trips,
@@ -83,9 +87,13 @@ class Evaluator:
         external_url: str,
         events_topic: str,
         goal_history_retention: timedelta = timedelta(days=90),
+        allowed_lateness: timedelta = timedelta(days=7),
+        restate_threshold: float = 0.05,
     ) -> None:
         self.config_cache = ConfigCache(default_timezone)
         self.goal_history_retention = goal_history_retention
+        self.allowed_lateness = allowed_lateness
+        self.restate_threshold = restate_threshold
         self.events_topic = events_topic
         self.external_url = external_url.rstrip("/")
         self.alerts: dict[str, AlertRecord] = {}
@@ -350,6 +358,7 @@ class Evaluator:
                 result.goal_statuses[name] = latest
         await store.goals.insert_goal_status(session, rows)
         await self._store_readings(session, config, dashboard_rows, now)
+        await self._record_results(session, config, at, now, result)
         counts = dict.fromkeys(pacing.GoalStatus, 0)
         for reading in readings.values():
             counts[reading.pace.status] += 1
@@ -369,6 +378,167 @@ class Evaluator:
         except DBAPIError as exc:
             metrics.GOAL_READINGS_FAILED.inc()
             log.warning("goal readings not stored", extra={"error": str(exc.orig)})
+
+    async def _record_results(
+        self,
+        session: AsyncSession,
+        config: Config,
+        at: datetime,
+        now: datetime,
+        result: CycleResult,
+    ) -> None:
+        """Closed periods' results, and their restatements by late events, in a savepoint:
+        failing here (a schema not yet migrated to 0014, say) must never stop alerting."""
+        try:
+            async with session.begin_nested():
+                deliveries = await self._restate(session, config, at, now)
+        except DBAPIError as exc:
+            metrics.GOAL_RESULTS_FAILED.inc()
+            log.warning("goal results not recorded", extra={"error": str(exc.orig)})
+            return
+        result.deliveries += deliveries
+
+    async def _restate(
+        self, session: AsyncSession, config: Config, at: datetime, now: datetime
+    ) -> int:
+        """Record each goal period that closed by `at` once, as reported; re-read those that
+        late events can still change, and record and notify what changed. Returns the
+        number of notifications enqueued."""
+        plans: dict[tuple[str, datetime], tuple[GoalSpec, pacing.GoalPeriod, Query, Query]] = {}
+        for name, goal in config.goals.items():
+            if goal.kpi not in config.kpis:
+                continue
+            for period in restatements.open_periods(goal, at, config.zone, self.allowed_lateness):
+                dims = dims_key(goal.dims)
+                plans[(name, period.start)] = (
+                    goal,
+                    period,
+                    Query(goal.kpi, period.start, period.end, dims),
+                    Query(goal.kpi, period.previous_start, period.previous_end, dims),
+                )
+        if not plans:
+            return 0
+        since = at - self.allowed_lateness - restatements.GRACE
+        recorded = await result_store.open_results(session, {g for g, _ in plans}, since)
+        values = await self._read(session, {q for *_, v, p in plans.values() for q in (v, p)})
+        new: list[ResultRow] = []
+        changed: list[ResultRow] = []
+        changes: list[RestatementRow] = []
+        deliveries = 0
+        for key, (goal, period, value_query, previous_query) in plans.items():
+            previous = values.get(previous_query)
+            baseline = goal.baseline if goal.baseline is not None else previous
+            target = pacing.resolve_target(goal, baseline)
+            row = recorded.get(key)
+            if row is None:
+                now_standing = restatements.standing(
+                    goal.direction, values.get(value_query), target
+                )
+                new.append(_reported(goal, period, now_standing, now))
+                continue
+            if not restatements.target_follows_data(goal):
+                target = row.reported_target
+            after = restatements.standing(goal.direction, values.get(value_query), target)
+            before = _standing(row.value, row.target, row.status)
+            if not restatements.differs(before, after):
+                continue
+            number = row.restatements + 1
+            told = _standing(row.notified_value, None, row.notified_status)
+            threshold = (
+                goal.restate_threshold
+                if goal.restate_threshold is not None
+                else self.restate_threshold
+            )
+            notify = restatements.notify_due(told, after, threshold)
+            restated = replace(
+                row,
+                value=after.value,
+                target=after.target,
+                status=_text(after.status),
+                checked_at=now,
+                restatements=number,
+                restated_at=now,
+                restated_delta=None
+                if after.value is None or row.reported_value is None
+                else after.value - row.reported_value,
+                restated_relative=restatements.relative_change(row.reported_value, after.value),
+            )
+            if notify:
+                restated = replace(
+                    restated,
+                    notified_value=after.value,
+                    notified_status=_text(after.status),
+                    notified_restatement=number,
+                    notified_at=now,
+                )
+                deliveries += await self._notify_restatement(session, config, goal, restated, told)
+            changed.append(restated)
+            changes.append(
+                RestatementRow(
+                    goal=row.goal,
+                    period_start=row.period_start,
+                    number=number,
+                    restated_at=now,
+                    before_value=row.value,
+                    value=after.value,
+                    target=after.target,
+                    status=_text(after.status),
+                    delta=None
+                    if after.value is None or row.value is None
+                    else after.value - row.value,
+                    relative=restatements.relative_change(row.value, after.value),
+                    notified=notify,
+                )
+            )
+            metrics.GOAL_RESTATEMENTS.labels("notified" if notify else "recorded").inc()
+        await result_store.insert_results(session, new)
+        await result_store.restate(session, changed, changes)
+        return deliveries
+
+    async def _notify_restatement(
+        self,
+        session: AsyncSession,
+        config: Config,
+        goal: GoalSpec,
+        restated: ResultRow,
+        told: Standing,
+    ) -> int:
+        """One notification per channel of the goal (and every channel whose `match` takes
+        it), straight into the outbox: a restatement is an event, not a state, so it skips
+        grouping and repeats. Written with the restatement it reports, under a key derived
+        from (goal, period, restatement number, channel)."""
+        labels = {
+            **goal.labels,
+            "alertname": goal.name,
+            "goal": goal.name,
+            "kpi": goal.kpi,
+            "severity": goal.severity.value,
+            "event": "restated",
+        }
+        sent = 0
+        for channel in route(labels, goal.channels, config.channels):
+            assert restated.notified_restatement is not None
+            key = restatements.notice_key(
+                goal.name, restated.period_start, restated.notified_restatement, channel
+            )
+            payload = restatement_payload(
+                channel,
+                labels,
+                restated,
+                key,
+                self.external_url,
+                previous={"value": told.value, "status": _text(told.status)},
+            )
+            await store.outbox.enqueue_delivery(
+                session,
+                channel=channel,
+                group_key=f"restated:{goal.name}:{restated.period_start.isoformat()}",
+                seq=restated.notified_restatement,
+                idempotency_key=key,
+                payload=payload,
+            )
+            sent += 1
+        return sent
 
     def _step_goal(
         self,
@@ -541,6 +711,39 @@ def _project(
             group = {f: dims[f] for f in by}
             out.setdefault(dims_key(group), group)
     return out
+
+
+def _text(status: ResultStatus | None) -> str | None:
+    return None if status is None else status.value
+
+
+def _standing(value: float | None, target: float | None, status: str | None) -> Standing:
+    return Standing(value, target, None if status is None else ResultStatus(status))
+
+
+def _reported(
+    goal: GoalSpec, period: pacing.GoalPeriod, standing: Standing, now: datetime
+) -> ResultRow:
+    """A period's result the first time it is seen closed: as reported, and as notified
+    (the reference later restatements are measured against)."""
+    status = _text(standing.status)
+    return ResultRow(
+        goal=goal.name,
+        period_start=period.start,
+        period_end=period.end,
+        kpi=goal.kpi,
+        direction=goal.direction.value,
+        reported_value=standing.value,
+        reported_target=standing.target,
+        reported_status=status,
+        reported_at=now,
+        value=standing.value,
+        target=standing.target,
+        status=status,
+        checked_at=now,
+        notified_value=standing.value,
+        notified_status=status,
+    )
 
 
 def _fmt(value: float | None) -> str:

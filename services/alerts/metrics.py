@@ -42,3 +42,12 @@ GOAL_READINGS_FAILED = Counter(
     "pacekeeper_alerts_goal_readings_failed_total",
     "Evaluations whose goal readings for dashboards could not be stored (alerting went on)",
 )
+GOAL_RESULTS_FAILED = Counter(
+    "pacekeeper_alerts_goal_results_failed_total",
+    "Evaluations whose closed goal periods could not be recorded or restated (alerting went on)",
+)
+GOAL_RESTATEMENTS = Counter(
+    "pacekeeper_alerts_goal_restatements_total",
+    "Closed goal periods changed by late events, by outcome (notified or only recorded)",
+    ["outcome"],
+)

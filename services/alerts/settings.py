@@ -60,6 +60,10 @@ class AlertsSettings(BaseServiceSettings):
     # Goal readings for dashboards (goal_reading_history, one per goal and 5 minutes) are
     # kept this long: ~26,000 rows per goal for 90 days.
     alerts_goal_history_retention: timedelta = Field(timedelta(days=90), gt=timedelta(0))
+    # A closed goal period restated by late events notifies when its verdict crosses (met
+    # <-> missed) or its value moves at least this much, relative to what was last reported
+    # (a goal's `restate_threshold` overrides it).
+    alerts_restate_threshold: float = Field(0.05, ge=0)
     alerts_shutdown_timeout_seconds: float = Field(10.0, gt=0)
 
     # The web scorecard (GET / on this port): a login with either token opens a session

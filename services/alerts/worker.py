@@ -60,6 +60,8 @@ class Worker:
             external_url=settings.alerts_external_url,
             events_topic=settings.events_topic,
             goal_history_retention=settings.alerts_goal_history_retention,
+            allowed_lateness=settings.allowed_lateness,
+            restate_threshold=settings.alerts_restate_threshold,
         )
         self.leading = False
         self._updates: asyncio.Queue[set[str] | None] = asyncio.Queue(maxsize=10_000)

@@ -78,6 +78,10 @@ class GoalSpec(RefusesNul):
     # How far the projection may miss the target (relative to it) and still be `at_risk`
     # rather than `off_track`.
     at_risk_margin: float = Field(0.1, ge=0, le=1)
+    # A closed period restated by late events notifies when its verdict crosses (met <->
+    # missed) or its value moves by at least this much (relative); unset: the service's
+    # PACEKEEPER_ALERTS_RESTATE_THRESHOLD.
+    restate_threshold: float | None = Field(None, ge=0)
     severity: Severity = Severity.ticket
     labels: Labels = Field(default_factory=dict)
     channels: list[Name] = Field(default_factory=list)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.i18n import Locale, format_number, term, translations
+from shared.i18n import Locale, format_number, format_percent, term, translations
 
 
 def _number(value: Any, locale: Locale) -> str:
@@ -24,6 +24,9 @@ def title(payload: Mapping[str, Any], locale: Locale = Locale.en) -> str:
     labels = payload.get("groupLabels") or {}
     name = labels.get("alertname") or ", ".join(f"{k}={v}" for k, v in labels.items())
     parts = []
+    if payload.get("restatement"):
+        restated = _("RESTATED")
+        return f"[{restated}] {name}".strip()
     if firing:
         parts.append(_("FIRING:%(count)d") % {"count": firing})
     if resolved:
@@ -68,10 +71,46 @@ def _alert_line(alert: Mapping[str, Any], *, markdown: bool, locale: Locale) -> 
                     for d in drivers
                 )
             }
+    restatement = alert.get("restatement")
+    if restatement:
+        line += "\n  " + _restatement_line(restatement, locale)
     description = annotations.get("description")
     if description:
         line += f"\n  {description}"
     return line
+
+
+def _verdict(status: Any, locale: Locale) -> str:
+    _ = translations(locale).gettext
+    return {"met": _("met"), "missed": term("missed", locale)}.get(status, "—")
+
+
+def _signed(value: Any, locale: Locale) -> str:
+    plus = "+" if isinstance(value, int | float) and value > 0 else ""
+    return plus + _number(value, locale)
+
+
+def _restatement_line(restatement: Mapping[str, Any], locale: Locale) -> str:
+    """'period from 2026-11-01 restated: as reported 1,000 (met), as restated 940 (missed),
+    change -60 (-6.0%)', in the locale."""
+    _ = translations(locale).gettext
+    reported = restatement.get("reported") or {}
+    restated = restatement.get("restated") or {}
+    relative = restatement.get("relative")
+    return _(
+        "period from %(start)s restated: as reported %(reported)s (%(reported_status)s),"
+        " as restated %(restated)s (%(restated_status)s), change %(delta)s (%(relative)s)"
+    ) % {
+        "start": str(restatement.get("period_start", ""))[:10],
+        "reported": _number(reported.get("value"), locale),
+        "reported_status": _verdict(reported.get("status"), locale),
+        "restated": _number(restated.get("value"), locale),
+        "restated_status": _verdict(restated.get("status"), locale),
+        "delta": _signed(restatement.get("delta"), locale),
+        "relative": "—"
+        if not isinstance(relative, int | float) or relative in (float("inf"), float("-inf"))
+        else ("+" if relative > 0 else "") + format_percent(relative, locale, decimals=1),
+    }
 
 
 def body(payload: Mapping[str, Any], *, markdown: bool = False, locale: Locale = Locale.en) -> str:
