@@ -33,7 +33,7 @@ from services.alerts.dispatch import (
 )
 from services.alerts.evaluation import goals as pacing
 from services.alerts.evaluation import restatements
-from services.alerts.evaluation.annotations import render
+from services.alerts.evaluation.annotations import anomaly_summary, band_context, render
 from services.alerts.evaluation.lifecycle import AlertState, State, Transition, step
 from services.alerts.evaluation.readings import GoalReading, goal_contributors, read_goals
 from services.alerts.evaluation.restatements import ResultStatus, Standing
@@ -299,9 +299,20 @@ class Evaluator:
             "kpi": rule.kpi,
             "window": rule.window,
         }
+        stored: dict[str, Any] = {"kind": rule.kind.value, "previous": verdict.previous}
+        default = f"{rule.kpi} over {rule.window} {rule.op.value} {rule.value:g}"
+        if verdict.band is not None:
+            band = band_context(
+                verdict.band,
+                (inst.complete.current.t_from, inst.complete.current.t_to),
+                self.config.zone,
+                rule.anomaly_settings.direction.value,
+            )
+            stored["band"] = band
+            context.update(usual=band["usual"], band_low=band["low"], band_high=band["high"])
+            default = anomaly_summary(rule.kpi, rule.window, verdict.value, band)
         annotations = {
-            "summary": render(rule.annotations.summary, context)
-            or f"{rule.kpi} over {rule.window} {rule.op.value} {rule.value:g}",
+            "summary": render(rule.annotations.summary, context) or default,
             "description": render(rule.annotations.description, context),
         }
         result.alerts[inst.fingerprint] = AlertRecord(
@@ -314,7 +325,7 @@ class Evaluator:
             channels=tuple(rule.channels),
             state=after,
             value=verdict.value,
-            context={"kind": rule.kind.value, "previous": verdict.previous},
+            context=stored,
         )
 
     def _retire_orphans(self, config: Config, now: datetime, result: CycleResult) -> None:

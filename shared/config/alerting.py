@@ -106,6 +106,7 @@ class RuleKind(StrEnum):
     threshold = "threshold"
     change = "change"
     absence = "absence"
+    anomaly = "anomaly"
 
 
 class Op(StrEnum):
@@ -136,10 +137,48 @@ class Annotations(BaseModel):
 Window = Annotated[str, StringConstraints(min_length=2, max_length=20)]
 
 
+class Deviation(StrEnum):
+    """Which side of its usual band an anomaly rule pages on."""
+
+    below = "below"
+    above = "above"
+    both = "both"
+
+
+class AnomalySpec(BaseModel):
+    """The seasonal baseline of an anomaly rule: the KPI over the same window 1..`weeks`
+    weeks earlier (same weekday and time of day), its median, and a band of `k` robust
+    deviations (MAD x 1.4826) around it, never narrower than `min_spread` x |median| nor
+    `min_spread_abs` on each side (a flat history has a MAD of 0 and would page on noise)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    direction: Deviation = Deviation.both
+    k: float = Field(3.0, gt=0, le=100)
+    weeks: int = Field(8, ge=1, le=52)
+    # Weeks of history with a value needed for a verdict (none, like min_sample, below it).
+    min_weeks: int = Field(4, ge=1, le=52)
+    min_spread: float = Field(0.05, ge=0, le=10)
+    min_spread_abs: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if self.min_weeks > self.weeks:
+            raise ValueError("min_weeks cannot exceed weeks")
+        return self
+
+
+# Windows an anomaly rule can shift by whole weeks and still compare like with like.
+_ANOMALY_PTD = re.compile(r"^ptd:(day|week)$")
+MAX_ANOMALY_WINDOW = timedelta(days=7)
+_DEFAULT_ANOMALY = AnomalySpec()
+
+
 class RuleSpec(RefusesNul):
     """threshold: KPI over `window` compared with `value`;
     change: KPI over `window` vs the same window `offset` earlier, relative change `op value`
-    (e.g. op "<", value -0.3 = dropped more than 30%); absence: no data for `window`."""
+    (e.g. op "<", value -0.3 = dropped more than 30%); absence: no data for `window`;
+    anomaly: KPI over `window` outside its usual band for that weekday and time (`anomaly`)."""
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
@@ -157,10 +196,16 @@ class RuleSpec(RefusesNul):
     group_by: list[FieldPath] = Field(default_factory=list, max_length=5)
     dims: Dims = Field(default_factory=dict)
     min_sample: MinSample | None = None
+    anomaly: AnomalySpec | None = None
     severity: Severity = Severity.page
     labels: Labels = Field(default_factory=dict)
     annotations: Annotations = Field(default_factory=Annotations)
     channels: list[Name] = Field(default_factory=list)
+
+    @property
+    def anomaly_settings(self) -> AnomalySpec:
+        """An anomaly rule's baseline settings, the defaults when it gives none."""
+        return self.anomaly or _DEFAULT_ANOMALY
 
     @field_validator("window")
     @classmethod
@@ -186,6 +231,17 @@ class RuleSpec(RefusesNul):
             raise ValueError("offset applies to change rules only")
         if self.kind is RuleKind.absence and _PTD.match(self.window):
             raise ValueError("an absence rule needs a duration window such as 30m")
+        if self.kind is RuleKind.anomaly:
+            if _PTD.match(self.window):
+                if not _ANOMALY_PTD.match(self.window):
+                    raise ValueError(
+                        "an anomaly rule compares with past weeks: its window is a duration"
+                        " up to 7d, ptd:day or ptd:week"
+                    )
+            elif parse_duration(self.window) > MAX_ANOMALY_WINDOW:
+                raise ValueError("an anomaly rule's window is at most 7d (one week)")
+        elif self.anomaly is not None:
+            raise ValueError("anomaly applies to anomaly rules only")
         return self
 
 

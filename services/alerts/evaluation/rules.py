@@ -18,9 +18,10 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from services.alerts.evaluation import conditions
+from services.alerts.evaluation import anomaly, conditions
+from services.alerts.evaluation.anomaly import Band
 from services.alerts.evaluation.windows import rule_window
-from shared.config.alerting import Op, RuleKind, RuleSpec
+from shared.config.alerting import Deviation, Op, RuleKind, RuleSpec
 
 DimsKey = tuple[tuple[str, str], ...]
 _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
@@ -43,14 +44,18 @@ class Query(NamedTuple):
 
 class Reads(NamedTuple):
     """The queries one judgement needs: the KPI over the window, the same window `offset`
-    earlier (change rules) and the sample KPI over the window (min_sample)."""
+    earlier (change rules), the sample KPI over the window (min_sample) and the same window
+    1..N weeks earlier (anomaly rules), read in the same round trip as the rest."""
 
     current: Query
     previous: Query | None = None
     sample: Query | None = None
+    baseline: tuple[Query, ...] = ()
 
     def queries(self) -> list[Query]:
-        return [q for q in (self.current, self.previous, self.sample) if q is not None]
+        found = [q for q in (self.current, self.previous, self.sample) if q is not None]
+        found.extend(self.baseline)
+        return found
 
 
 class Instance(NamedTuple):
@@ -76,6 +81,7 @@ class Verdict(NamedTuple):
     previous: float | None = None
     sample: float | None = None
     reason: str = ""
+    band: Band | None = None  # anomaly rules: the usual value and its band
 
 
 def dims_key(dims: Mapping[str, str]) -> DimsKey:
@@ -106,7 +112,11 @@ ReadsCache = dict[tuple[object, ...], Reads]
 
 
 def _reads(
-    rule: RuleSpec, window: tuple[datetime, datetime], key: DimsKey, cache: ReadsCache
+    rule: RuleSpec,
+    window: tuple[datetime, datetime],
+    key: DimsKey,
+    cache: ReadsCache,
+    zone: ZoneInfo,
 ) -> Reads:
     """The rule's reads for one group; rules reading the same thing share one object."""
     sample_kpi = rule.min_sample.kpi if rule.min_sample else None
@@ -116,22 +126,29 @@ def _reads(
         key,
         rule.offset if rule.kind is RuleKind.change else None,
         sample_kpi,
+        rule.anomaly_settings.weeks if rule.kind is RuleKind.anomaly else 0,
     )
     found = cache.get(signature)
     if found is None:
-        found = cache[signature] = _new_reads(rule, window, key)
+        found = cache[signature] = _new_reads(rule, window, key, zone)
     return found
 
 
-def _new_reads(rule: RuleSpec, window: tuple[datetime, datetime], key: DimsKey) -> Reads:
+def _new_reads(
+    rule: RuleSpec, window: tuple[datetime, datetime], key: DimsKey, zone: ZoneInfo
+) -> Reads:
     t_from, t_to = window
     previous = sample = None
+    baseline: tuple[Query, ...] = ()
     if rule.kind is RuleKind.change:
         assert rule.offset is not None
         previous = Query(rule.kpi, t_from - rule.offset, t_to - rule.offset, key)
+    if rule.kind is RuleKind.anomaly:
+        weeks = anomaly.past_windows(t_from, t_to, rule.anomaly_settings.weeks, zone)
+        baseline = tuple(Query(rule.kpi, start, end, key) for start, end in weeks)
     if rule.min_sample is not None:
         sample = Query(rule.min_sample.kpi, t_from, t_to, key)
-    return Reads(Query(rule.kpi, t_from, t_to, key), previous, sample)
+    return Reads(Query(rule.kpi, t_from, t_to, key), previous, sample, baseline)
 
 
 def instances(
@@ -167,8 +184,8 @@ def instances(
         else:  # the common case, and the hot one: the group's key is the key
             dims, key = dict(group), group_key
         labels, fp = _identity(rule.name, severity, rule.kpi, extra, key)
-        complete = _reads(rule, complete_window, key, cache)
-        live = _reads(rule, live_window, key, cache) if use_live else None
+        complete = _reads(rule, complete_window, key, cache, zone)
+        live = _reads(rule, live_window, key, cache, zone) if use_live else None
         out.append(Instance(rule, fp, labels, dims, complete, live, monotone))
     return out
 
@@ -194,6 +211,13 @@ def final(rule: RuleSpec, breaching: bool) -> bool:
     a count above a limit stays above it; one at or above a floor stays there."""
     if rule.kind is RuleKind.absence:
         return not breaching
+    if rule.kind is RuleKind.anomaly:
+        # Above the band stays above it; inside or above the floor stays there. `both` may
+        # still cross either edge, so it waits for complete data.
+        direction = rule.anomaly_settings.direction
+        if direction is Deviation.above:
+            return breaching
+        return not breaching if direction is Deviation.below else False
     if rule.op in (Op.gt, Op.ge):
         return breaching
     if rule.op in (Op.lt, Op.le):
@@ -201,13 +225,21 @@ def final(rule: RuleSpec, breaching: bool) -> bool:
     return False
 
 
-def _judge(rule: RuleSpec, reads: Reads, values: Mapping[Query, float | None]) -> Verdict:
+def _judge(
+    rule: RuleSpec, reads: Reads, values: Mapping[Query, float | None], counts: bool = False
+) -> Verdict:
     value = values.get(reads.current)
     sample = values.get(reads.sample) if reads.sample else None
     if rule.min_sample is not None and not conditions.enough_sample(sample, rule.min_sample.value):
         return Verdict(None, value, sample=sample, reason="min_sample")
     if rule.kind is RuleKind.absence:
         return Verdict(conditions.absence(value), value, sample=sample)
+    if rule.kind is RuleKind.anomaly:
+        spec = rule.anomaly_settings
+        usual = anomaly.band([values.get(q) for q in reads.baseline], spec, counts=counts)
+        verdict = anomaly.outside(value, usual, spec.direction)
+        reason = "" if verdict is not None else ("no_baseline" if usual is None else "no_value")
+        return Verdict(verdict, value, sample=sample, reason=reason, band=usual)
     if rule.kind is RuleKind.change:
         previous = values.get(reads.previous) if reads.previous else None
         verdict = conditions.change(value, previous, rule.op, rule.value)
@@ -221,7 +253,7 @@ def _judge(rule: RuleSpec, reads: Reads, values: Mapping[Query, float | None]) -
 def judge(instance: Instance, values: Mapping[Query, float | None]) -> Verdict:
     rule = instance.rule
     if instance.live is not None:
-        early = _judge(rule, instance.live, values)
+        early = _judge(rule, instance.live, values, instance.monotone)
         if early.breaching is not None and final(rule, early.breaching):
             return early
-    return _judge(rule, instance.complete, values)
+    return _judge(rule, instance.complete, values, instance.monotone)

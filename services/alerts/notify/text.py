@@ -5,9 +5,10 @@ spells it (English states, raw numbers): machines read it; people read these tex
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from shared.i18n import Locale, format_number, format_percent, term, translations
+from shared.i18n import Locale, format_datetime, format_number, format_percent, term, translations
 
 
 def _number(value: Any, locale: Locale) -> str:
@@ -71,6 +72,9 @@ def _alert_line(alert: Mapping[str, Any], *, markdown: bool, locale: Locale) -> 
                     for d in drivers
                 )
             }
+    band = alert.get("band")
+    if band:
+        line += "\n  " + _band_line(band, locale)
     restatement = alert.get("restatement")
     if restatement:
         line += "\n  " + _restatement_line(restatement, locale)
@@ -110,6 +114,27 @@ def _restatement_line(restatement: Mapping[str, Any], locale: Locale) -> str:
         "relative": "—"
         if not isinstance(relative, int | float) or relative in (float("inf"), float("-inf"))
         else ("+" if relative > 0 else "") + format_percent(relative, locale, decimals=1),
+    }
+
+
+def _band_line(band: Mapping[str, Any], locale: Locale) -> str:
+    """'usually 95\u2013130 for Tue, 10:00\u201311:00 (median 112 of 8 weeks)', in the locale."""
+    _ = translations(locale).gettext
+    start = datetime.fromisoformat(band["from"])
+    end = datetime.fromisoformat(band["to"])
+    same_day = end.date() == start.date() or end.time() == end.time().min
+    when = "\u2013".join(
+        (
+            format_datetime(start, locale, "EEEE Hm"),
+            format_datetime(end, locale, "Hm" if same_day else "EEEE Hm"),
+        )
+    )
+    return _("usually %(low)s\u2013%(high)s for %(when)s (median %(usual)s of %(weeks)d weeks)") % {
+        "low": _number(band.get("low"), locale),
+        "high": _number(band.get("high"), locale),
+        "usual": _number(band.get("usual"), locale),
+        "weeks": int(band.get("weeks", 0)),
+        "when": when,
     }
 
 
