@@ -12,12 +12,15 @@ Markdown, PDF and JSON.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.alerts.store.results import ResultRow, goal_result
 from services.demo.api import AlertsApi, AlertState, ApiError
 from services.demo.charts import ChartData, Points, png_base64, render_chart
 from services.demo.formatting import (
@@ -72,6 +75,29 @@ class GoalRow:
     in_progress: bool
     dims: dict[str, str] = field(default_factory=dict)
     chart: str | None = None  # base64 PNG
+    # Set when late events restated the closed window after it was reported (`value` is
+    # the result as restated).
+    reported_value: float | None = None
+    restated_at: datetime | None = None
+
+    @property
+    def restated(self) -> bool:
+        return self.restated_at is not None
+
+
+# A goal's recorded result for the window starting at a moment (the alerts service records
+# closed windows and their restatements), or None.
+GoalResults = Callable[[str, datetime], Awaitable[ResultRow | None]]
+
+
+def stored_results(sessions: async_sessionmaker[AsyncSession]) -> GoalResults:
+    """Results as the alerts service recorded them in `goal_results`."""
+
+    async def read(goal: str, start: datetime) -> ResultRow | None:
+        async with sessions() as session:
+            return await goal_result(session, goal, start)
+
+    return read
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,8 +430,11 @@ async def build_report(
     charts: bool = True,
     title: str | None = None,
     locale: Locale = Locale.en,
+    results: GoalResults | None = None,
 ) -> ReportData:
-    """Ask for every number the review needs and put the report together, in `locale`."""
+    """Ask for every number the review needs and put the report together, in `locale`;
+    with `results`, closed windows restated by late events show as reported and as
+    restated."""
     _ = translations(locale).gettext
     now = now or datetime.now(UTC)
     tz_name = timezone or await repo.timezone() or "UTC"
@@ -429,12 +458,16 @@ async def build_report(
     for goal in sorted(goals.values(), key=lambda g: g.name):
         windows = [w for w in goal_windows(goal, period, zone, locale) if w.start < now]
         for i, window in enumerate(windows):
-            goal_rows.append(
-                await _goal_row(
-                    repo, goal, kpis.get(goal.kpi), window, now=now, zone=zone,
-                    with_chart=charts and i == len(windows) - 1, locale=locale,
-                )
+            row = await _goal_row(
+                repo, goal, kpis.get(goal.kpi), window, now=now, zone=zone,
+                with_chart=charts and i == len(windows) - 1, locale=locale,
             )  # fmt: skip
+            recorded = None if results is None else await results(goal.name, window.start)
+            if recorded is not None and recorded.restated_at is not None:
+                row = replace(
+                    row, reported_value=recorded.reported_value, restated_at=recorded.restated_at
+                )
+            goal_rows.append(row)
 
     # Targets for the KPI table: levels compare with any goal's target; totals only with a
     # goal judged over exactly this period.

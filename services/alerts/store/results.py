@@ -55,6 +55,7 @@ class RestatementRow:
 _COLUMNS = list(ResultRow.__dataclass_fields__)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM goal_results"
 _OPEN = text(f"{_SELECT} WHERE goal = ANY(CAST(:goals AS text[])) AND period_end > :since")
+_ONE = text(f"{_SELECT} WHERE goal = :goal AND period_start = :start")
 _OF_GOAL = text(f"{_SELECT} WHERE goal = :goal ORDER BY period_start DESC LIMIT :limit")
 # A period is recorded once: a second writer (a leader that lost the lock mid-cycle) keeps
 # the first report.
@@ -104,6 +105,11 @@ async def restate(
         await session.execute(_UPDATE, [asdict(r) for r in rows])
     if restatements:
         await session.execute(_INSERT_RESTATEMENT, [asdict(r) for r in restatements])
+
+
+async def goal_result(session: AsyncSession, goal: str, start: datetime) -> ResultRow | None:
+    row = (await session.execute(_ONE, {"goal": goal, "start": start})).first()
+    return None if row is None else ResultRow(*row)
 
 
 async def goal_results(session: AsyncSession, goal: str, limit: int) -> list[ResultRow]:
