@@ -24,8 +24,6 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from datetime import time as wall_time
-from zoneinfo import ZoneInfo
 
 import httpx
 from rich.console import Console
@@ -37,7 +35,6 @@ from services.demo.api import AlertsApi, metric_sum, scrape
 from services.demo.history import Loaded, load_history
 from services.demo.history import Progress as HistoryProgress
 from services.demo.isolation import isolate
-from services.demo.periods import PeriodKind, period_containing
 from services.demo.processes import (
     DemoError,
     ServiceProcess,
@@ -50,12 +47,10 @@ from services.demo.receiver import Delivery, WebhookReceiver
 from services.demo.scorecard import Endpoints, ScorecardCollector, render
 from services.demo.sender import IngestSender, drive
 from services.demo.settings import DemoSettings
+from services.demo.shop import demo_shop, history_start
 from services.demo.simulator import (
     SOURCES,
     EventStream,
-    Incident,
-    Profile,
-    SimConfig,
     Simulator,
 )
 from shared.config import PacekeeperConfig, load_config_text
@@ -147,8 +142,8 @@ class Demo:
         )
 
         now = datetime.now(UTC)
-        sim = self._simulator(config, now)
-        start = self.history_start(now, ZoneInfo(sim.config.timezone))
+        sim = demo_shop(s, config.timezone or s.timezone, now)
+        start = history_start(s, now, sim.zone)
         incidents = ", ".join(
             f"{i.scenario.value} from {i.start.astimezone(sim.zone):%a %d %b %H:%M}"
             for i in sim.config.incidents
@@ -179,12 +174,6 @@ class Demo:
                     await history
         if not self.stop.is_set():
             await self._simulate_and_show(sim, now, env)
-
-    def history_start(self, now: datetime, zone: ZoneInfo) -> datetime:
-        """`demo_history` before now, or the first day of the previous month if earlier."""
-        today = now.astimezone(zone).date()
-        month = period_containing(PeriodKind.month, today).previous()
-        return min(now - self.settings.demo_history, month.bounds(zone)[0].astimezone(UTC))
 
     async def _start_services(self, names: tuple[str, ...], env: Mapping[str, str]) -> None:
         s = self.settings
@@ -276,40 +265,6 @@ class Demo:
                     raise DemoError("the live traffic did not catch up; see the service logs")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 1.0)
-
-    def _simulator(self, config: PacekeeperConfig, now: datetime) -> Simulator:
-        """One shop for history and live traffic: `demo_visits_per_minute` on average today,
-        grown by `demo_growth_per_week`, with the past and the live incident."""
-        s = self.settings
-        timezone = config.timezone or s.timezone
-        incidents: list[Incident] = []
-        if s.demo_past_incident is not None:
-            # A working day: from 9:00 business time, `demo_past_incident_ago` days back.
-            zone = ZoneInfo(timezone)
-            day = (now - s.demo_past_incident_ago).astimezone(zone).date()
-            begin = datetime.combine(day, wall_time(9), tzinfo=zone).astimezone(UTC)
-            incidents.append(
-                Incident(s.demo_past_incident, begin, begin + s.demo_past_incident_for)
-            )
-        if s.demo_scenario is not None:
-            start = now - s.demo_incident_lead
-            incidents.append(Incident(s.demo_scenario, start, start + s.demo_incident_for))
-        profile = Profile(
-            visits_per_day=s.demo_visits_per_minute * 1440,
-            growth_per_week=s.demo_growth_per_week,
-            pages_per_session=s.demo_pages_per_session,
-            # Hourly spend reports: 120 events a day instead of 480, the same spend.
-            ad_spend_every=60,
-        )
-        return Simulator(
-            SimConfig(
-                seed=s.demo_seed,
-                profile=profile,
-                incidents=tuple(incidents),
-                timezone=timezone,
-                growth_anchor=now,
-            )
-        )
 
     async def _simulate_and_show(
         self, sim: Simulator, began: datetime, env: Mapping[str, str]
