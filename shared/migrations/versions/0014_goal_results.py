@@ -19,7 +19,7 @@ from alembic import op
 from shared.migrations.helpers import grant_read_only
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
