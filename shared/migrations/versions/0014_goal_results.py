@@ -8,7 +8,7 @@ restatement (when, by how much) and what readers were last told (the reference a
 the audit trail. Both are readable by the read-only `grafana` role.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-02
 """
 
