@@ -41,7 +41,7 @@ class AggregatorSettings(BaseServiceSettings):
     # database; chunks of this much event time, each one transaction (and one pause of the
     # live writes to the new version's key, the length of the chunk's work).
     aggregator_recompute_events_per_second: float = Field(20_000, gt=0)
-    aggregator_recompute_chunk: timedelta = timedelta(hours=1)
+    aggregator_recompute_chunk: timedelta = Field(timedelta(hours=1), ge=timedelta(minutes=15))
     # How often to look for a version to recompute or old state to drop (an `apply` also
     # wakes it at once).
     aggregator_recompute_poll: float = Field(5.0, gt=0)
