@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from services.aggregator.cli import backfill_command
+from services.aggregator.cli import backfill_command, kpis_app
 from services.demo.cli import register as register_demo_commands
 from services.ingest.cli import app as keys_app
 
@@ -132,6 +132,7 @@ def apply_config(
 
 app.command("backfill")(backfill_command)
 app.add_typer(keys_app, name="keys")
+app.add_typer(kpis_app, name="kpis")
 register_demo_commands(app)  # simulate, scorecard, report, demo
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.config import PacekeeperConfig, error_message
 from shared.config.alerting import ChannelSpec, GoalSpec, RuleSpec
 from shared.config.kpi_versions import (
+    Change,
     VersionState,
     diff,
     has_state,
@@ -194,7 +196,7 @@ async def record_kpi_version(
     else:
         state = VersionState.recomputing
         storage = storage_key(kpi, version)
-    changes = [c.as_json() for c in diff(before, after)]
+    changes = [] if fresh else [c.as_json() for c in diff(before, after)]
     await session.execute(
         _INSERT_VERSION,
         {
@@ -308,3 +310,109 @@ async def set_setting(session: AsyncSession, key: str, value: str) -> None:
 
 def _dumps(payload: dict[str, Any]) -> str:
     return orjson.dumps(payload).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class KpiVersion:
+    """One applied definition of a KPI, as `pacekeeper kpis history` and the API show it."""
+
+    version: int
+    state: VersionState
+    applied_at: datetime
+    applied_by: str
+    changes: list[Change]
+    recompute_from: datetime | None
+    recompute_to: datetime | None
+    recomputed_until: datetime | None
+    events_processed: int
+    activated_at: datetime | None
+
+    @property
+    def progress(self) -> float | None:
+        """Share of the history recomputed, 0..1; None before the recompute started or for
+        a version that needed none."""
+        lo, hi, until = self.recompute_from, self.recompute_to, self.recomputed_until
+        if lo is None or hi is None or until is None:
+            return None
+        return 1.0 if hi <= lo else min(1.0, (until - lo) / (hi - lo))
+
+    def as_json(self) -> dict[str, Any]:
+        def moment(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {
+            "version": self.version,
+            "state": self.state.value,
+            "applied_at": moment(self.applied_at),
+            "applied_by": self.applied_by,
+            "changes": [c.as_json() for c in self.changes],
+            "recompute": None
+            if self.recompute_from is None
+            else {
+                "from": moment(self.recompute_from),
+                "to": moment(self.recompute_to),
+                "until": moment(self.recomputed_until),
+                "progress": self.progress,
+                "events": self.events_processed,
+            },
+            "activated_at": moment(self.activated_at),
+        }
+
+
+_HISTORY = text(
+    """
+    SELECT version, state, applied_at, applied_by, diff, recompute_from, recompute_to,
+           recomputed_until, events_processed, activated_at
+    FROM kpi_versions WHERE kpi = :kpi ORDER BY version
+    """
+)
+_CHANGED_BETWEEN = text(
+    "SELECT kpi, max(applied_at) FROM kpi_versions WHERE version > 1"
+    " AND applied_at >= :t_from AND applied_at < :t_to GROUP BY kpi"
+)
+
+
+async def kpi_history(session: AsyncSession, kpi: str) -> list[KpiVersion]:
+    """Every version of a KPI, oldest first (empty for a KPI never applied)."""
+    return [
+        KpiVersion(
+            version=r.version,
+            state=VersionState(r.state),
+            applied_at=r.applied_at,
+            applied_by=r.applied_by,
+            changes=[Change(c["path"], c.get("before"), c.get("after")) for c in r.diff],
+            recompute_from=r.recompute_from,
+            recompute_to=r.recompute_to,
+            recomputed_until=r.recomputed_until,
+            events_processed=r.events_processed,
+            activated_at=r.activated_at,
+        )
+        for r in await session.execute(_HISTORY, {"kpi": kpi})
+    ]
+
+
+async def definitions_changed(
+    session: AsyncSession, t_from: datetime, t_to: datetime
+) -> dict[str, datetime]:
+    """KPIs whose definition changed (a version after the first applied) in [t_from, t_to),
+    with the last such moment."""
+    rows = await session.execute(_CHANGED_BETWEEN, {"t_from": t_from, "t_to": t_to})
+    return {str(kpi): at for kpi, at in rows}
+
+
+async def kpi_versions_summary(session: AsyncSession, kpi: str) -> dict[str, Any]:
+    """What `GET /v1/kpis/{name}` adds to the definition: the version it shows (the latest
+    applied), the one readers get (`active_version`), every version, and the recompute
+    under way (None when there is none)."""
+    history = await kpi_history(session, kpi)
+    active = next((v for v in history if v.state is VersionState.active), None)
+    running = next((v for v in history if v.state is VersionState.recomputing), None)
+    return {
+        "version": history[-1].version if history else None,
+        "active_version": None if active is None else active.version,
+        "versions": [v.as_json() for v in history],
+        "recompute": None
+        if running is None
+        else running.as_json()["recompute"]
+        or {"from": None, "to": None, "until": None, "progress": 0.0, "events": 0},
+    }

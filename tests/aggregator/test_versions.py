@@ -418,3 +418,33 @@ async def test_changed_definition_recomputes_under_load_and_switches_atomically(
     finally:
         oracle.SPECS.clear()
         oracle.SPECS.update(saved)
+
+
+@pytest.mark.integration
+async def test_history_command_and_api_summary_show_every_version(
+    service_env: dict[str, str], settings: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli import app
+    from shared.config.store import kpi_versions_summary
+
+    await store_kpis(service_env, oracle.DEFINITIONS[0])
+    await store_kpis(service_env, ORDERS_V2)
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["kpis", "history", "orders"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "+where.properties.channel: seo" in result.output
+    assert "recomputing" in result.output
+    assert "first definition" in result.output
+    engine = make_engine(settings_from(service_env), application_name="test")
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            summary = await kpi_versions_summary(session, "orders")
+    finally:
+        await engine.dispose()
+    assert summary["version"] == 2
+    assert summary["active_version"] == 1
+    assert [v["state"] for v in summary["versions"]] == ["active", "recomputing"]
+    assert summary["recompute"]["progress"] == 0.0  # no aggregator ran

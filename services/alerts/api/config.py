@@ -12,7 +12,7 @@ from services.alerts.api.deps import Reader, Session, Writer
 from services.alerts.api.errors import Unprocessable
 from shared.config.alerting import ChannelSpec, GoalSpec, RuleSpec
 from shared.config.kpis import KpiSpec, referenced_kpis, undeclared_dimensions
-from shared.config.store import delete_spec, load_section, upsert_spec
+from shared.config.store import delete_spec, kpi_versions_summary, load_section, upsert_spec
 
 
 def public(spec: BaseModel) -> dict[str, Any]:
@@ -87,6 +87,8 @@ def config_router(section: str, model: Any, label: str, *, reads: bool = True) -
             spec = (await load_section(session, section)).get(name)
             if spec is None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {label} named {name!r}")
+            if section == "kpis":
+                return public(spec) | await kpi_versions_summary(session, name)
             return public(spec)
 
     @router.post(
