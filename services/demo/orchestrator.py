@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.demo.api import AlertsApi, metric_sum, scrape
 from services.demo.history import Loaded, load_history
@@ -39,8 +40,8 @@ from services.demo.processes import (
     DemoError,
     ServiceProcess,
     child_env,
-    create_key,
-    revoke_key,
+    create_keys,
+    revoke_keys,
     wait_ready,
 )
 from services.demo.receiver import Delivery, WebhookReceiver
@@ -158,14 +159,10 @@ class Demo:
         # (each a CLI run of a few seconds); the alerts service starts only once it is in
         # place, so goals start from real numbers instead of "no data".
         history = asyncio.create_task(self._load_history(sim, start, now), name="history")
-        making_keys = asyncio.gather(*(create_key(env, source) for source in SOURCES))
         try:
-            try:
-                await self._start_services(("ingest", "aggregator"), env)
-            finally:
-                keys = await making_keys
-            self.keys = dict(zip(SOURCES, keys, strict=True))
+            self.keys = await create_keys(s, SOURCES)
             self._say(f"created an API key for each source: {', '.join(SOURCES)}")
+            await self._start_services(("ingest", "aggregator"), env)
             await history
         finally:
             if not history.done():
@@ -196,8 +193,11 @@ class Demo:
         task = None
         last_said = 0.0
 
+        last = HistoryProgress(start, end, start)
+
         def show(progress: HistoryProgress) -> None:
-            nonlocal last_said
+            nonlocal last_said, last
+            last = progress
             until = progress.position.astimezone(sim.zone)
             what = (
                 "refreshing the hourly and daily aggregates"
@@ -225,6 +225,15 @@ class Demo:
             loaded: Loaded = await load_history(
                 self.settings, sim, start, end, on_progress=show, stop=self.stop
             )
+        if self.stop.is_set():
+            took = time.monotonic() - self.started
+            self._say(
+                f"stopped {took:.0f} s in, with the history loaded up to "
+                f"{last.position.astimezone(sim.zone):%a %d %b %H:%M} ({loaded.events:,} "
+                "events): the live part never began. This machine is slower than the demo "
+                "assumes (busy?); give it a longer PACEKEEPER_DEMO_DURATION."
+            )
+            return
         rate = loaded.events / loaded.seconds if loaded.seconds else 0.0
         self._say(
             f"history in place: {loaded.events:,} events over {(end - start).days} days, "
@@ -375,8 +384,10 @@ class Demo:
             await self.services["alerts"].stop()
         await asyncio.gather(*(p.stop() for n, p in self.services.items() if n != "alerts"))
         if self.keys:
-            env = dict(os.environ)
-            await asyncio.gather(*(revoke_key(env, key) for key in self.keys.values()))
+            try:
+                await revoke_keys(self.settings, list(self.keys.values()))
+            except (OSError, SQLAlchemyError) as exc:
+                self._say(f"could not revoke the demo's API keys: {exc}")
         if self.receiver is not None:
             await self.receiver.stop()
         self._say("stopped")

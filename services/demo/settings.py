@@ -27,12 +27,12 @@ class DemoSettings(BaseServiceSettings):
     # One shop for the whole demo, history and live alike, so every comparison is like for
     # like. Its size is set by what this machine aggregates in time: visits a minute on
     # average today (the daily rhythm swings 0.25x-1.7x around it); with the growth below
-    # and 2 pages a visit, 8-9 weeks of it are ~250,000 events, loaded in ~40 s on 2 shared
-    # cores (docs/demo.md has the measurements).
+    # and 1.5 pages a visit, 8-9 weeks of it are ~190,000 events (docs/demo.md: load times).
     demo_visits_per_minute: float = Field(1.2, gt=0)
     demo_growth_per_week: float = Field(0.06, ge=0, le=1)  # +59% over eight weeks
-    # Page views are most of a visit's events and only the page_views KPI counts them.
-    demo_pages_per_session: float = Field(2.0, ge=1)
+    # Page views are most of a visit's events and only the page_views KPI counts them: 1.5
+    # instead of the simulator's 4.2 makes a visit 2.5 events instead of 5.3.
+    demo_pages_per_session: float = Field(1.5, ge=1)
     # The live incident began this long before the demo starts and lasts this long: the
     # conversion rule judges the last 4 hours, so they are wholly inside the incident when
     # the alerts service starts, and a demo left running sees the recovery after ~40 min.
