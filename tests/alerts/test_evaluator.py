@@ -119,6 +119,27 @@ async def test_goal_falling_behind_notifies_once_with_its_gap_and_drivers(
     assert entry.evaluated_at == now
 
 
+async def test_a_goal_on_a_kpi_past_its_first_version_still_finds_its_drivers(
+    apply_yaml: ApplyConfig, db: psycopg.Connection[Any], cycle: Cycle
+) -> None:
+    """After a changed definition switched over, the KPI's state lives under `revenue@2`:
+    the goal's contributors (and group-by rules) read the dimension values from there."""
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    await a_goal_behind(apply_yaml, db, now)
+    db.execute("UPDATE kpi_versions SET state = 'retired' WHERE kpi = 'revenue'")
+    db.execute(
+        "INSERT INTO kpi_versions (kpi, version, spec, storage, state)"
+        " SELECT kpi, 2, spec, 'revenue@2', 'active' FROM kpi_versions"
+        " WHERE kpi = 'revenue' AND version = 1"
+    )
+    db.execute("UPDATE kpi_points SET kpi = 'revenue@2' WHERE kpi = 'revenue'")
+    await cycle(now)
+    (payload,) = payloads(db)
+    goal = payload["alerts"][0]["goal"]
+    assert goal["value"] == 500
+    assert goal["contributors"][0]["dims"] == {"source": "app"}
+
+
 async def test_silence_and_acknowledgement(
     apply_yaml: ApplyConfig,
     db: psycopg.Connection[Any],

@@ -22,9 +22,12 @@ _KPI_SERIES = text(
     "SELECT time, value FROM kpi_series(:kpi, :t_from, :t_to, :step, CAST(:dims AS jsonb))"
     " ORDER BY time"
 )
+# State is stored under each KPI's active version's key (`pk_storage`: the name, or
+# `name@N` after a changed definition switched over).
 _DIMENSION_VALUES = text(
     "SELECT DISTINCT dims FROM kpi_points"
-    " WHERE kpi = ANY(:kpis) AND bucket >= :t_from AND bucket < :t_to"
+    " WHERE kpi = ANY(ARRAY(SELECT pk_storage(k) FROM unnest(CAST(:kpis AS text[])) AS k))"
+    " AND bucket >= :t_from AND bucket < :t_to"
 )
 # The view keeps one watermark per partition; the topic's is the least of them.
 _WATERMARK = text("SELECT min(watermark) FROM kpi_watermarks WHERE topic = :topic")
