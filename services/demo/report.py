@@ -521,6 +521,16 @@ async def build_report(
             }
         )
 
+    for kpi, at in sorted((await repo.definitions_changed(start, end)).items()):
+        notes.append(
+            _(
+                "The definition of %(kpi)s changed on %(when)s; its history is recomputed"
+                " with the new definition, and the numbers here are those of the version"
+                " that was active when this review was made."
+            )
+            % {"kpi": kpi, "when": format_moment(at, zone, locale)}
+        )
+
     alert_rows: list[AlertRow] | None = None
     if alerts_api is not None:
         try:

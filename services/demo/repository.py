@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.config.alerting import GoalSpec
 from shared.config.kpis import KpiSpec
-from shared.config.store import get_setting, load_goals, load_kpis
+from shared.config.store import definitions_changed, get_setting, load_goals, load_kpis
 
 
 def _dims(dims: dict[str, str] | None) -> str | None:
@@ -64,6 +64,11 @@ class ReportRepository:
     async def goals(self) -> dict[str, GoalSpec]:
         async with self._sessions() as session:
             return await load_goals(session)
+
+    async def definitions_changed(self, start: datetime, end: datetime) -> dict[str, datetime]:
+        """KPIs whose definition changed in [start, end), with when (the last change)."""
+        async with self._sessions() as session:
+            return await definitions_changed(session, start, end)
 
     async def timezone(self) -> str | None:
         """The business time zone the config stored (what the KPI functions count days in)."""

@@ -57,6 +57,7 @@ class FakeRepository:
         self.config = config
         self.values = values
         self.tz = tz
+        self.changed: dict[str, datetime] = {}
         self.calls: list[tuple[str, datetime, datetime, dict[str, str] | None]] = []
 
     async def kpi_value(
@@ -86,6 +87,9 @@ class FakeRepository:
 
     async def goals(self) -> dict[str, GoalSpec]:
         return {g.name: g for g in self.config.goals}
+
+    async def definitions_changed(self, start: datetime, end: datetime) -> dict[str, datetime]:
+        return {k: at for k, at in self.changed.items() if start <= at < end}
 
     async def timezone(self) -> str | None:
         return self.tz

@@ -104,6 +104,15 @@ async def test_a_closed_period_is_achieved_or_missed() -> None:
     assert all(r.chart is None for r in data.goals)
 
 
+async def test_a_definition_changed_in_the_period_is_said_once() -> None:
+    repo = FakeRepository(CONFIG, VALUES)
+    repo.changed = {"orders": datetime(2026, 11, 12, 9, 30, tzinfo=UTC)}
+    (note,) = [n for n in (await november(repo)).notes if "definition" in n]
+    assert note.startswith("The definition of orders changed on 12 Nov 09:30;")
+    repo.changed = {"orders": datetime(2026, 10, 12, tzinfo=UTC)}  # before the period
+    assert not [n for n in (await november(repo)).notes if "definition" in n]
+
+
 async def test_outputs(tmp_path: Path) -> None:
     data = await november()
     html = render_html(data)
