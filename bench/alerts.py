@@ -9,6 +9,14 @@
    kpi-update the aggregator would publish after that commit, and times the webhook's
    arrival from the commit.
 
+3. With `--anomaly`: the tick alone with `--anomaly-rules` (1,000) anomaly rules, each on
+   its own KPI and window (20 KPIs x 50 window lengths) and grouped by source, so every
+   rule x group reads its own window and its own 8 past weeks: 45,000 `kpi_value` calls a
+   tick, none shared. Seeds the same minutes 1..8 weeks back and refreshes the aggregates
+   over them, as history would be. Adds `anomaly_tick` to bench/results/alerts.json.
+
+    flock /tmp/pacekeeper-bench.lock .venv/bin/python bench/alerts.py --anomaly
+
 Writes bench/results/alerts.json. Loopback only.
 """
 
@@ -45,7 +53,7 @@ from shared.kafka import ensure_topics, make_producer
 from shared.kpi_updates import encode_update
 from shared.migrations import upgrade
 from shared.settings import BaseServiceSettings
-from shared.timescaledb import database_status
+from shared.timescaledb import database_status, rematerialize
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "alerts.json"
@@ -130,17 +138,44 @@ def receiver() -> Iterator[tuple[str, list[tuple[float, dict[str, Any]]]]]:
         server.server_close()
 
 
-def seed_points(conn: psycopg.Connection[Any], now: datetime) -> None:
-    """The last 70 minutes of every KPI and source (an hour window has data throughout)."""
+def anomaly_config(receiver_url: str, rules: int) -> PacekeeperConfig:
+    base = config(receiver_url, KPIS)  # the KPIs and the channel
+    specs = [
+        {
+            "name": f"anomaly-{i:05d}",
+            "kind": "anomaly",
+            "kpi": f"kpi_{i % KPIS:02d}",
+            "window": f"{10 + (i // KPIS) % 50}m",
+            "anomaly": {"direction": "both", "k": 3, "weeks": 8},
+            "group_by": ["source"],
+            "channels": ["bench"],
+        }
+        for i in range(rules)
+    ]
+    return PacekeeperConfig.model_validate(
+        {
+            "kpis": [k.model_dump(by_alias=True) for k in base.kpis],
+            "rules": specs,
+            "channels": [
+                c.model_dump(by_alias=True, context={"reveal": True}) for c in base.channels
+            ],
+        }
+    )
+
+
+def seed_points(conn: psycopg.Connection[Any], now: datetime, weeks: int = 0) -> None:
+    """The last 70 minutes of every KPI and source (an hour window has data throughout),
+    and the same minutes 1..`weeks` weeks earlier."""
     start = now.replace(second=0, microsecond=0) - timedelta(minutes=70)
     rows = [
         (
             f"kpi_{k:02d}",
             orjson.dumps({"source": s}).decode(),
-            start + timedelta(minutes=m),
+            start + timedelta(minutes=m) - timedelta(weeks=w),
             NORMAL_PER_MINUTE,
             NORMAL_PER_MINUTE,
         )
+        for w in range(weeks + 1)
         for k in range(KPIS)
         for s in SOURCES
         for m in range(71)
@@ -257,6 +292,43 @@ async def measure_latency(
     }
 
 
+async def run_anomaly(args: argparse.Namespace) -> dict[str, Any]:
+    schema = f"bench_alerts_{uuid.uuid4().hex[:8]}"
+    base = BaseServiceSettings()
+    settings = base.model_copy(
+        update={"database_schema": schema, "events_topic": f"{schema}.events.v1"}
+    )
+    upgrade(settings)
+    url = base.database_url.get_secret_value()
+    conn = psycopg.connect(libpq(url), autocommit=True, options=f"-c search_path={schema},public")
+    try:
+        engine = make_engine(settings, application_name="bench-alerts-setup", pool_size=1)
+        async with transaction(make_sessionmaker(engine)) as session:
+            await apply_config(
+                session, anomaly_config("http://127.0.0.1:9/hook", args.anomaly_rules)
+            )
+        now = datetime.now(UTC)
+        seed_points(conn, now, weeks=8)
+        await rematerialize(engine, now - timedelta(weeks=9), now)
+        await engine.dispose()
+        print(f"stored {args.anomaly_rules} anomaly rules; measuring ticks", flush=True)
+        tick = await measure_ticks(settings, args.ticks)
+        print(f"anomaly tick: {tick}", flush=True)
+    finally:
+        conn.close()
+        drop_schemas(settings, schema)
+    return {
+        "rules": args.anomaly_rules,
+        "groups_per_rule": len(SOURCES),
+        "weeks": 8,
+        "kpi_value_calls_per_tick": args.anomaly_rules * len(SOURCES) * 9,
+        "tick": tick,
+        "met": tick["seconds_p50"] < 2.0,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "flock /tmp/pacekeeper-bench.lock .venv/bin/python bench/alerts.py --anomaly",
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     schema = f"bench_alerts_{uuid.uuid4().hex[:8]}"
     base = BaseServiceSettings()
@@ -323,8 +395,14 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=10_000)
     parser.add_argument("--ticks", type=int, default=5)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--anomaly", action="store_true", help="only the anomaly rules' tick")
+    parser.add_argument("--anomaly-rules", type=int, default=1000)
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    if args.anomaly:
+        previous = orjson.loads(RESULTS.read_bytes()) if RESULTS.exists() else {}
+        result = {**previous, "anomaly_tick": asyncio.run(run_anomaly(args))}
+    else:
+        result = asyncio.run(run(args))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
