@@ -107,9 +107,14 @@ def apply_config(
     file: Path = typer.Option(..., "-f", "--file", exists=True, dir_okay=False, readable=True),
     prune: bool = typer.Option(False, help="Delete stored definitions that the file omits"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate only; store nothing"),
+    by: str = typer.Option(
+        "", "--by", help="Who applies it, kept with each new KPI version (default: user@host)"
+    ),
 ) -> None:
     """Validate a pacekeeper.yaml and store it; running services pick the change up."""
     import asyncio
+    import getpass
+    import socket
 
     from rich.console import Console
 
@@ -127,7 +132,8 @@ def apply_config(
     if dry_run:
         console.print(labelled("valid", "green", str(file)), highlight=False)
         return
-    asyncio.run(apply_file(config, prune=prune, console=console))
+    applied_by = by or f"{getpass.getuser()}@{socket.gethostname()}"
+    asyncio.run(apply_file(config, prune=prune, console=console, applied_by=applied_by))
 
 
 app.command("backfill")(backfill_command)

@@ -11,12 +11,14 @@ from shared.db import make_engine, make_sessionmaker, transaction
 from shared.settings import BaseServiceSettings
 
 
-async def apply_file(config: PacekeeperConfig, *, prune: bool, console: Console) -> None:
+async def apply_file(
+    config: PacekeeperConfig, *, prune: bool, console: Console, applied_by: str | None = None
+) -> None:
     settings = BaseServiceSettings()
     engine = make_engine(settings, application_name="pacekeeper-apply", pool_size=1)
     try:
         async with transaction(make_sessionmaker(engine)) as session:
-            result = await apply_config(session, config, prune=prune)
+            result = await apply_config(session, config, prune=prune, applied_by=applied_by)
             if config.timezone is None and "timezone" in settings.model_fields_set:
                 await set_setting(session, "timezone", settings.timezone)
     finally:

@@ -75,6 +75,20 @@ async def test_validation_errors_name_the_field(api: httpx.AsyncClient) -> None:
     assert fields(await api.post("/v1/channels", json=no_url, headers=ADMIN_H)) == ["(body)"]
 
 
+async def test_a_kpi_changed_through_the_api_is_a_version_the_api_applied(
+    api: httpx.AsyncClient, db: psycopg.Connection[Any]
+) -> None:
+    assert (await api.put("/v1/kpis/orders", json=ORDERS, headers=ADMIN_H)).status_code == 201
+    changed = {**ORDERS, "where": {"source": "web"}}
+    assert (await api.put("/v1/kpis/orders", json=changed, headers=ADMIN_H)).status_code == 200
+    rows = db.execute(
+        "SELECT version, applied_by FROM kpi_versions WHERE kpi = 'orders' ORDER BY version"
+    ).fetchall()
+    assert rows == [(1, "admin API"), (2, "admin API")]
+    shown = (await api.get("/v1/kpis/orders", headers=READ_H)).json()
+    assert [v["version"] for v in shown["versions"]] == [1, 2]
+
+
 async def test_crud_goes_through_the_config_store(
     api: httpx.AsyncClient, db: psycopg.Connection[Any]
 ) -> None:

@@ -72,6 +72,10 @@ async def _users_of(session: AsyncSession, section: str, name: str) -> list[str]
     return users
 
 
+# Kept with each KPI version that a write through the API creates.
+API_WRITER = "admin API"
+
+
 def config_router(section: str, model: Any, label: str, *, reads: bool = True) -> APIRouter:
     """CRUD routes of one section; `reads=False` leaves the GETs to a richer router."""
     router = APIRouter(prefix=f"/v1/{section}", tags=[section])
@@ -105,7 +109,7 @@ def config_router(section: str, model: Any, label: str, *, reads: bool = True) -
         if spec.name in await load_section(session, section):
             raise HTTPException(status.HTTP_409_CONFLICT, f"{label} {spec.name!r} exists")
         await _check_references(session, section, spec)
-        await upsert_spec(session, section, spec)
+        await upsert_spec(session, section, spec, applied_by=API_WRITER)
         return public(spec)
 
     @router.put(
@@ -123,7 +127,7 @@ def config_router(section: str, model: Any, label: str, *, reads: bool = True) -
         if spec.name != name:
             raise Unprocessable([("name", f"must equal the name in the path ({name!r})")])
         await _check_references(session, section, spec)
-        outcome = await upsert_spec(session, section, spec)
+        outcome = await upsert_spec(session, section, spec, applied_by=API_WRITER)
         response.status_code = (
             status.HTTP_201_CREATED if outcome == "created" else status.HTTP_200_OK
         )
