@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.demo.settings import REPO_ROOT
-from services.demo.simulator import SimConfig, Simulator, events_between
+from services.demo.settings import REPO_ROOT, DemoSettings
+from services.demo.simulator import Scenario, SimConfig, Simulator, events_between
 from shared.config import load_config_text
 from shared.config.kpis import CountDistinctKpi, FunnelKpi, RetentionKpi, _EventKpi
+from shared.durations import parse_duration
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +61,16 @@ def test_every_kpi_counts_events_the_simulator_sends() -> None:
         elif isinstance(kpi, RetentionKpi):
             assert {kpi.cohort_event, kpi.return_event} <= sent
     assert any(isinstance(k, CountDistinctKpi) for k in config.kpis)
+
+
+def test_the_demo_incident_fills_the_window_of_the_rule_that_pages_on_it() -> None:
+    """The demo's collapse began before the conversion rule's whole window and is still under
+    way when the demo starts: the first evaluation judges incident traffic only."""
+    config = load_config_text(EXAMPLE.read_text(encoding="utf-8"), env={})
+    rule = {r.name: r for r in config.rules}["checkout-conversion-collapse"]
+    settings = DemoSettings()
+    assert settings.demo_scenario is Scenario.checkout_collapse
+    assert settings.demo_incident_lead > parse_duration(rule.window)
+    assert settings.demo_incident_for > settings.demo_incident_lead
+    assert rule.min_sample is not None
+    assert rule.min_sample.kpi == "visitors"

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.demo.simulator import (
+    _HOURLY,
+    _HOURLY_MEAN,
     SOURCES,
     EventStream,
     Incident,
@@ -215,3 +217,46 @@ def test_checkout_collapse_hits_payments_made_during_it_even_of_earlier_sessions
 
     # Right after the 2-minute ramp, when earlier sessions still reach checkout.
     assert orders((2, 12)) < 0.2 * orders((-12, -2))
+
+
+def test_growth_scales_every_rate_around_its_anchor() -> None:
+    anchor = MONDAY + timedelta(days=28)
+    profile = Profile(visits_per_day=2000, growth_per_week=0.05)
+    sim = Simulator(SimConfig(seed=3, profile=profile, growth_anchor=anchor))
+    assert sim.visits_per_day(anchor) == pytest.approx(2000)
+    four_weeks_before = anchor - timedelta(weeks=4)
+    assert sim.trend(four_weeks_before) == pytest.approx(1.05**-4)
+    assert sim.visits_per_day(anchor + timedelta(weeks=1)) == pytest.approx(2100)
+    # Without an anchor (or without growth) the shop keeps its size.
+    assert Simulator(SimConfig(profile=profile)).trend(four_weeks_before) == 1.0
+
+    def day_counts(start: datetime) -> Counter[str]:
+        return counts(events_between(sim, start, start + timedelta(days=1)))
+
+    early, late = day_counts(four_weeks_before), day_counts(anchor)
+    for kind in ("session_started", "page_viewed"):
+        assert late[kind] / early[kind] == pytest.approx(1.05**4, rel=0.08), kind
+
+
+def test_ad_spend_reports_as_often_as_asked_for_the_same_spend() -> None:
+    def spend(every: int) -> tuple[int, float]:
+        profile = Profile(visits_per_day=20_000, ad_spend_every=every)
+        sim = Simulator(SimConfig(seed=4, profile=profile))
+        two_days = events_between(sim, MONDAY, MONDAY + timedelta(days=2))
+        events = [e for e in two_days if e.type == "ad_spend"]
+        return len(events), sum(e.body["properties"]["amount"] for e in events)
+
+    (quarterly, quarter_spend), (hourly, hour_spend) = spend(15), spend(60)
+    assert quarterly == 4 * hourly == 2 * 24 * 4 * 5  # five campaigns
+    assert hour_spend == pytest.approx(quarter_spend, rel=0.05)
+
+
+def test_rhythm_is_the_hourly_table_interpolated_in_the_business_time_zone() -> None:
+    """The per-minute cache gives what the table says, for any second within the minute."""
+    sim = Simulator(SimConfig(timezone="Asia/Shanghai"))  # UTC+8
+    saturday_noon_local = datetime(2026, 11, 7, 4, 30, 42, tzinfo=UTC)  # 12:30:42 in Shanghai
+    expected = (_HOURLY[12] + _HOURLY[13]) / 2 / _HOURLY_MEAN * 0.85
+    assert sim.rhythm(saturday_noon_local) == pytest.approx(expected)
+    assert sim.rhythm(saturday_noon_local.replace(second=0)) == sim.rhythm(saturday_noon_local)
+    monday_3am = datetime(2026, 11, 8, 19, 0, tzinfo=UTC)  # Monday 03:00 in Shanghai
+    assert sim.rhythm(monday_3am) == pytest.approx(_HOURLY[3] / _HOURLY_MEAN)
