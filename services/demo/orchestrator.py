@@ -319,9 +319,13 @@ class Demo:
             )
 
     def _sender_column(self, sender: IngestSender) -> dict[str, str]:
+        # A small shop sends an event every few seconds: the latest one shows it is live.
+        last = sender.stats.last
+        ago = max(0.0, (datetime.now(UTC) - last.time).total_seconds()) if last else None
         return {
             "simulator sent": f"{sender.stats.accepted:,}",
             "backlog": f"{sender.backlog:,}",
+            "latest event": f"{last.type} ({last.source}) {ago:.0f} s ago" if last else "—",
         }
 
     async def _show(

@@ -63,6 +63,7 @@ class SendStats:
     retries: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    last: SimEvent | None = None  # the latest event submitted
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies:
@@ -190,6 +191,7 @@ class IngestSender:
                 self._buffered_since[event.source] = time.monotonic()
             buffer.append(event.body)
             self.stats.submitted += 1
+            self.stats.last = event
             if len(buffer) >= self.batch_size:
                 self._buffers[event.source] = []
                 await self._queue.put((event.source, buffer))

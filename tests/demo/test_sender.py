@@ -240,3 +240,12 @@ async def test_drive_catches_up_from_where_the_history_ended_then_keeps_pace() -
     assert len(sent) == len(set(sent))
     assert caught_up <= set(sent)
     assert len(caught_up) > 100
+
+
+async def test_the_latest_event_submitted_is_kept_for_the_scorecard() -> None:
+    async with sender(Recorder()) as s:
+        assert s.stats.last is None
+        events = [event("web-shop", 1), event("ads", 2)]
+        await s.submit(events)
+        await s.flush()
+    assert s.stats.last is events[-1]
