@@ -22,8 +22,11 @@ class DemoSettings(BaseServiceSettings):
     demo_scenario: Scenario | None = Scenario.checkout_collapse
     # Simulated history written before the live part, so weekly and monthly reviews, goals
     # and "compared with last week" have a past: at least this long, and back to the first
-    # day of the previous month (a month-to-date review compares with a whole month's start).
+    # day of a month if one lies within the slack before it (services.demo.shop.history_start:
+    # the previous month is always whole, and early in a month the one before it too). The
+    # slack costs at most ~18% more events, and only when it makes a month whole.
     demo_history: Duration = timedelta(weeks=8)
+    demo_history_month_slack: Duration = timedelta(weeks=2)
     # One shop for the whole demo, history and live alike, so every comparison is like for
     # like. Its size is set by what this machine aggregates in time: visits a minute on
     # average today (the daily rhythm swings 0.25x-1.7x around it); with the growth below

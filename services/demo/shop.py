@@ -19,10 +19,17 @@ PAST_INCIDENT_HOUR = 9
 
 
 def history_start(settings: DemoSettings, now: datetime, zone: ZoneInfo) -> datetime:
-    """`demo_history` before now, or the first day of the previous month if that is earlier:
-    a month still running is then compared with a whole previous month."""
-    month = period_containing(PeriodKind.month, now.astimezone(zone).date()).previous()
-    return min(now - settings.demo_history, month.bounds(zone)[0].astimezone(UTC))
+    """`demo_history` before now, moved back to the first day of a month (business time) if
+    one lies within `demo_history_month_slack` before that: the month it starts in is then
+    whole. With 8 weeks and 2 weeks of slack the previous month is always whole (this month
+    compares with it like for like), and in the first week or so of a month the month before
+    last is whole too (a last-month review compares with it)."""
+    earliest = now - settings.demo_history
+    month = period_containing(PeriodKind.month, earliest.astimezone(zone).date())
+    month_start = month.bounds(zone)[0].astimezone(UTC)
+    if month_start >= earliest - settings.demo_history_month_slack:
+        return month_start
+    return earliest
 
 
 def incidents(settings: DemoSettings, now: datetime, zone: ZoneInfo) -> tuple[Incident, ...]:

@@ -64,17 +64,28 @@ def sessions_by_day(history: list[Seen]) -> Counter[date]:
     return Counter(e.time.date() for e in history if e.type == "session_started")
 
 
-def test_the_history_covers_eight_weeks_and_the_whole_previous_month(
-    settings: DemoSettings,
-) -> None:
+def test_the_history_covers_eight_weeks_and_whole_months(settings: DemoSettings) -> None:
     assert settings.demo_history >= timedelta(weeks=8)
-    start = history_start(settings, NOW, ZONE)
-    assert start == NOW - timedelta(weeks=8)  # 6 Oct: before 1 Nov
+    # 1 Dec: 8 weeks reach 6 Oct; 1 Oct is within the slack, so October is whole and a
+    # last-month review (November against October) compares whole months.
+    assert history_start(settings, NOW, ZONE) == datetime(2026, 10, 1, tzinfo=UTC)
+    # 20 Dec: 8 weeks reach 25 Oct, no month starts in the two weeks before: November (the
+    # month this one compares with) is whole anyway.
+    mid = datetime(2026, 12, 20, 12, tzinfo=UTC)
+    assert history_start(settings, mid, ZONE) == mid - timedelta(weeks=8)
+    # 31 Dec: 8 weeks reach 5 Nov; November is made whole.
     late = datetime(2026, 12, 31, 12, tzinfo=UTC)
     assert history_start(settings, late, ZONE) == datetime(2026, 11, 1, tzinfo=UTC)
+    # Months start at midnight in the business time zone.
     berlin = ZoneInfo("Europe/Berlin")
-    local = history_start(settings, late, berlin)
-    assert local == datetime(2026, 11, 1, tzinfo=berlin)
+    assert history_start(settings, late, berlin) == datetime(2026, 11, 1, tzinfo=berlin)
+    # Whatever the day, at least 8 weeks and the whole previous month.
+    for day in range(0, 365, 3):
+        now = datetime(2026, 1, 1, 7, tzinfo=UTC) + timedelta(days=day)
+        start = history_start(settings, now, ZONE)
+        assert now - timedelta(weeks=10) <= start <= now - timedelta(weeks=8)
+        previous_month = (now.replace(day=1) - timedelta(days=1)).replace(day=1, hour=0)
+        assert start <= previous_month
 
 
 def test_the_shop_grows_week_on_week_as_configured(
