@@ -188,33 +188,64 @@ def seed_points(conn: psycopg.Connection[Any], now: datetime, weeks: int = 0) ->
         )
 
 
-async def measure_ticks(settings: BaseServiceSettings, ticks: int) -> dict[str, Any]:
+async def measure_ticks(
+    settings: BaseServiceSettings,
+    ticks: int,
+    *,
+    interval: float = 0.0,
+    watermark: psycopg.Connection[Any] | None = None,
+) -> dict[str, Any]:
+    """`ticks` cycles, started `interval` seconds apart (0: back to back). With a
+    `watermark` connection, the aggregator's watermark is set to the tick's start first,
+    as a running aggregator keeps it (final windows need one)."""
     engine = make_engine(settings, application_name="bench-alerts", pool_size=1)
     sessions = make_sessionmaker(engine)
     evaluator = Evaluator(
         default_timezone="UTC", external_url="http://bench", events_topic=settings.events_topic
     )
-    durations, instances = [], 0
+    durations, instances, cached = [], 0, []
     try:
         async with transaction(sessions) as session:
             await evaluator.load(session, datetime.now(UTC))
-        for _ in range(ticks):
+        for n in range(ticks):
             started = time.perf_counter()
+            now = datetime.now(UTC)
+            if watermark is not None:
+                watermark.execute(
+                    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset,"
+                    " watermark) VALUES ('bench', %s, 0, 1, %s) ON CONFLICT (group_id, topic,"
+                    " partition) DO UPDATE SET watermark = EXCLUDED.watermark",
+                    (settings.events_topic, now),
+                )
+            hits = evaluator.final_values.hits
             async with transaction(sessions) as session:
-                result = await evaluator.cycle(session, datetime.now(UTC))
+                result = await evaluator.cycle(session, now)
             evaluator.apply(result)
             durations.append(time.perf_counter() - started)
+            cached.append(evaluator.final_values.hits - hits)
             instances = result.instances
+            if interval and n + 1 < ticks:
+                await asyncio.sleep(max(0.0, started + interval - time.perf_counter()))
     finally:
         await engine.dispose()
     ordered = sorted(durations)
-    return {
+    out: dict[str, Any] = {
         "ticks": ticks,
         "rule_instances_per_tick": instances,
         "seconds_p50": round(statistics.median(ordered), 3),
         "seconds_max": round(ordered[-1], 3),
         "seconds_first": round(durations[0], 3),
     }
+    if watermark is not None and ticks > 1:
+        steady = sorted(durations[1:])
+        out.update(
+            interval_seconds=interval,
+            seconds_each=[round(d, 3) for d in durations],
+            cached_reads_each=cached,
+            steady_seconds_p50=round(statistics.median(steady), 3),
+            steady_seconds_max=round(steady[-1], 3),
+        )
+    return out
 
 
 def free_port() -> int:
@@ -312,7 +343,7 @@ async def run_anomaly(args: argparse.Namespace) -> dict[str, Any]:
         await rematerialize(engine, now - timedelta(weeks=9), now)
         await engine.dispose()
         print(f"stored {args.anomaly_rules} anomaly rules; measuring ticks", flush=True)
-        tick = await measure_ticks(settings, args.ticks)
+        tick = await measure_ticks(settings, args.ticks, interval=args.interval, watermark=conn)
         print(f"anomaly tick: {tick}", flush=True)
     finally:
         conn.close()
@@ -323,9 +354,10 @@ async def run_anomaly(args: argparse.Namespace) -> dict[str, Any]:
         "weeks": 8,
         "kpi_value_calls_per_tick": args.anomaly_rules * len(SOURCES) * 9,
         "tick": tick,
-        "met": tick["seconds_p50"] < 2.0,
+        "met": tick.get("steady_seconds_p50", tick["seconds_p50"]) < 2.0,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "flock /tmp/pacekeeper-bench.lock .venv/bin/python bench/alerts.py --anomaly",
+        "command": "flock /tmp/pacekeeper-bench.lock .venv/bin/python bench/alerts.py"
+        f" --anomaly --ticks {args.ticks} --interval {args.interval:g}",
     }
 
 
@@ -397,6 +429,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--anomaly", action="store_true", help="only the anomaly rules' tick")
     parser.add_argument("--anomaly-rules", type=int, default=1000)
+    parser.add_argument(
+        "--interval", type=float, default=30.0, help="seconds between anomaly tick starts"
+    )
     args = parser.parse_args()
     if args.anomaly:
         previous = orjson.loads(RESULTS.read_bytes()) if RESULTS.exists() else {}

@@ -143,7 +143,12 @@ def test_the_rule_reads_the_window_and_each_past_week_once() -> None:
     r = rule(window="1h", anomaly={"weeks": 3, "min_weeks": 2, "direction": "below"})
     (inst,) = instances(r, AT, UTC_ZONE)
     current, past = inst.complete.current, inst.complete.baseline
-    assert [q.t_to for q in past] == [AT - timedelta(weeks=n) for n in (1, 2, 3)]
+    # The window's end aligned down to its step (5 minutes for an hour), whole weeks back.
+    end = past[0].t_to + timedelta(weeks=1)
+    assert AT - timedelta(minutes=5) < end <= AT
+    assert [(q.t_from, q.t_to) for q in past] == [
+        (end - timedelta(weeks=n, hours=1), end - timedelta(weeks=n)) for n in (1, 2, 3)
+    ]
     assert len(set(inst.queries())) == 4
     values = {current: 41.0, past[0]: 100.0, past[1]: 95.0, past[2]: 110.0}
     verdict = judge(inst, values)

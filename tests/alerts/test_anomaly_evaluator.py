@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.alerts.conftest import ApplyConfig, put_points
+from services.alerts.evaluator import Evaluator
+from tests.alerts.conftest import ApplyConfig, put_points, set_watermark
 from tests.alerts.test_evaluator import Cycle, cycle, evaluator, payloads
 
 pytestmark = pytest.mark.integration
@@ -157,3 +158,75 @@ async def test_for_holds_the_alert_pending_until_the_anomaly_lasted(
     await cycle(now + timedelta(minutes=11))
     assert [a[0] for a in alerts(db)] == ["pending"]
     assert [p["status"] for p in payloads(db)] == ["firing", "resolved"]
+
+
+async def test_final_past_weeks_come_from_the_cache_until_the_definition_changes(
+    apply_yaml: ApplyConfig,
+    db: psycopg.Connection[Any],
+    cycle: Cycle,
+    evaluator: Evaluator,
+    alerts_settings: Any,
+) -> None:
+    """With the watermark at now and a 7-day lateness, week 2 is final (cached) and week 1
+    is not (read every tick: a late event may still change it). A KPI version switching
+    over reads every week afresh."""
+    await apply_yaml(
+        CONFIG
+        + """
+  - {name: orders-unusual, kind: anomaly, kpi: orders, window: 10m,
+     anomaly: {direction: below, k: 0.5, weeks: 2, min_weeks: 2}, channels: [ops]}
+"""
+    )
+    now = a_minute_now()
+    set_watermark(db, alerts_settings.events_topic, now)
+    seed_weeks(db, "orders", now, [100, 100])
+    put_points(db, "orders", 20, bucket=now - timedelta(minutes=5))
+
+    def usual() -> tuple[float, float]:
+        ((state, value, _, context),) = alerts(db)
+        assert state == "firing"
+        return value, context["band"]["usual"]
+
+    await cycle(now)
+    assert usual() == (20, 100)
+    assert (len(evaluator.final_values), evaluator.final_values.hits) == (1, 0)
+
+    # A late event raises week 1: seen at once. Week 2 came from the cache.
+    seed_weeks(db, "orders", now, [300])
+    put_points(db, "orders", 30, bucket=now - timedelta(minutes=5))
+    await cycle(now + timedelta(seconds=1))
+    assert usual() == (30, 200)
+    assert evaluator.final_values.hits == 1
+
+    # A changed definition switches over to orders@2, whose history counts twice as much.
+    db.execute("UPDATE kpi_versions SET state = 'retired' WHERE kpi = 'orders'")
+    db.execute(
+        "INSERT INTO kpi_versions (kpi, version, spec, storage, state)"
+        " SELECT kpi, 2, spec, 'orders@2', 'active' FROM kpi_versions"
+        " WHERE kpi = 'orders' AND version = 1"
+    )
+    db.execute(
+        "INSERT INTO kpi_points (kpi, dims, bucket, count, sum)"
+        " SELECT 'orders@2', dims, bucket, count * 2, sum * 2 FROM kpi_points"
+        " WHERE kpi = 'orders'"
+    )
+    await cycle(now + timedelta(seconds=2))
+    assert usual() == (60, (600 + 200) / 2)
+    assert evaluator.final_values.hits == 1
+    assert len(evaluator.final_values) == 2
+
+
+async def test_nothing_is_cached_before_the_aggregator_has_a_watermark(
+    apply_yaml: ApplyConfig, db: psycopg.Connection[Any], cycle: Cycle, evaluator: Evaluator
+) -> None:
+    await apply_yaml(
+        CONFIG
+        + """
+  - {name: orders-unusual, kind: anomaly, kpi: orders, window: 10m, channels: [ops]}
+"""
+    )
+    now = a_minute_now()
+    seed_weeks(db, "orders", now, WEEKLY)
+    await cycle(now)
+    await cycle(now + timedelta(seconds=1))
+    assert (len(evaluator.final_values), evaluator.final_values.hits) == (0, 0)

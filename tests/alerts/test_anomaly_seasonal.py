@@ -9,13 +9,13 @@ prints both rules' precision and recall (docs/alerts.md quotes them).
 The KPI is sessions over the last two hours, counted from the simulator's own events (17
 weeks: 8 of history for the first baseline, then 9 judged every hour), and judged through
 the rule path the evaluator runs (`instances`, `judge`), with `kpi_value` replaced by sums
-of the hourly counts. tests/alerts/test_anomaly_evaluator.py runs the same rule through
-the evaluator on PostgreSQL.
+of the per-minute counts (the past weeks' windows are aligned to 5-minute steps).
+tests/alerts/test_anomaly_evaluator.py runs anomaly rules through the evaluator on
+PostgreSQL.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,9 +69,11 @@ INCIDENTS = (
 
 
 @cache
-def hourly() -> dict[datetime, int]:
-    """Sessions per hour (by event time) of a shop of 3,000 visits a day, growing 3% a week,
-    with the incidents above."""
+def per_minute() -> list[int]:
+    """Sessions per minute (by event time) from START, as running totals (index n: the
+    sessions before minute n) of a shop of 3,000 visits a day, growing 3% a week, with the
+    incidents above. Minutes, not hours: the past weeks' windows are aligned to 5-minute
+    steps with a phase of their own, not to the hour."""
     sim = Simulator(
         SimConfig(
             seed=7,
@@ -81,23 +83,22 @@ def hourly() -> dict[datetime, int]:
             growth_anchor=START + timedelta(weeks=WEEKS),
         )
     )
-    counts: Counter[datetime] = Counter()
+    totals, total = [0], 0
     first = minute_of(START)
     for minute in range(first, first + WEEKS * 7 * 1440):
-        for event in sim.session_events(minute):
-            if event.type == "session_started":
-                counts[event.time.replace(minute=0, second=0, microsecond=0)] += 1
-    return dict(counts)
+        total += sum(e.type == "session_started" for e in sim.session_events(minute))
+        totals.append(total)
+    return totals
 
 
 def value(t_from: datetime, t_to: datetime) -> float:
-    """`kpi_value` of the hourly counts over a window of whole hours."""
-    counts = hourly()
-    total, t = 0, t_from
-    while t < t_to:
-        total += counts.get(t, 0)
-        t += HOUR
-    return float(total)
+    """`kpi_value` of the counts over a window of whole minutes (0 outside the history)."""
+    totals = per_minute()
+
+    def at(t: datetime) -> int:
+        return totals[max(0, min(len(totals) - 1, (t - START) // timedelta(minutes=1)))]
+
+    return float(at(t_to) - at(t_from))
 
 
 def judged_hours() -> Iterator[datetime]:

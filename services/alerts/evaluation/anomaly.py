@@ -6,13 +6,21 @@ deviations around it (the median absolute deviation, scaled by 1.4826 so that it
 standard deviation for normal data). Median and MAD, not mean and standard deviation: one
 past incident in the history (a week with a broken checkout) moves a mean and widens a
 standard deviation enough to hide the next one, and moves a median and a MAD hardly at all.
+
+Past weeks are read for a window whose end is aligned down to a baseline step (at most 5
+minutes, with a phase of its own per KPI, group and window length), so consecutive ticks
+ask for the same past windows; `FinalValues` keeps the answers for windows that can no
+longer change, and the staggered phases spread the moment the windows move over the step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import zlib
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -20,6 +28,16 @@ from shared.config.alerting import AnomalySpec, Deviation
 
 # MAD x 1.4826 estimates the standard deviation of normally distributed data.
 MAD_SCALE = 1.4826
+# How far back the past weeks' windows may lag the current one: the usual value of the
+# window ending at 10:04 is read for 10:00 (same length). A daily rhythm moves little in 5
+# minutes; the reads of consecutive ticks (30 s apart) become the same ones, cacheable.
+BASELINE_STEP = timedelta(minutes=5)
+# A window that ended this long before (watermark - allowed lateness) is final: the
+# aggregator refuses the events that could still change it. The hour covers a partition
+# whose own watermark is a little ahead of the least one the evaluator reads.
+FINAL_MARGIN = timedelta(hours=1)
+_MINUTE = timedelta(minutes=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Band(NamedTuple):
@@ -92,3 +110,87 @@ def past_windows(
     length = t_to - t_from
     ends = (weeks_back(t_to, n, zone) for n in range(1, weeks + 1))
     return [(end - length, end) for end in ends]
+
+
+def baseline_step(length: timedelta) -> timedelta:
+    """The alignment step of a window of `length`: 5 minutes, at most half the window (in
+    whole minutes, at least one), so the lagging past window still shares most of its
+    minutes with an exact one."""
+    half = length // 2
+    return max(_MINUTE, min(BASELINE_STEP, half - half % _MINUTE))
+
+
+def phase(key: str, step: timedelta) -> timedelta:
+    """A whole-minute offset in `[0, step)` fixed by `key`: instances move their past
+    windows at different minutes, so no tick re-reads every baseline at once."""
+    return _MINUTE * (zlib.crc32(key.encode()) % (step // _MINUTE))
+
+
+def aligned_end(t_to: datetime, step: timedelta, offset: timedelta) -> datetime:
+    """The latest `epoch + offset + n x step` at or before `t_to`: constant for `step`
+    while `t_to` advances, then one step later."""
+    return t_to - (t_to - _EPOCH - offset) % step
+
+
+def baseline_windows(
+    t_from: datetime, t_to: datetime, weeks: int, zone: ZoneInfo, key: str, *, align: bool = True
+) -> list[tuple[datetime, datetime]]:
+    """The past weeks' windows of the window `[t_from, t_to)`: the same length ending at
+    `t_to` aligned down to its step (phase from `key`), 1..`weeks` weeks earlier. Not
+    aligned (`align=False`): period-to-date windows, whose length grows with `t_to`."""
+    if not align:
+        return past_windows(t_from, t_to, weeks, zone)
+    length = t_to - t_from
+    step = baseline_step(length)
+    end = aligned_end(t_to, step, phase(key, step))
+    return past_windows(end - length, end, weeks, zone)
+
+
+def final_before(watermark: datetime | None, allowed_lateness: timedelta) -> datetime | None:
+    """Windows ending at or before this can no longer change (None: nothing is known final,
+    before the aggregator has a watermark)."""
+    return None if watermark is None else watermark - allowed_lateness - FINAL_MARGIN
+
+
+class _Miss(Enum):
+    MISS = "miss"
+
+
+# What `FinalValues.get` answers for a key it does not hold (None is a value: NULL).
+MISS = _Miss.MISS
+
+
+class FinalValues:
+    """A bounded LRU of `kpi_value` answers over final windows, keyed by the query and the
+    storage keys of the KPI's active definition (and of the KPIs it is built from): a changed
+    definition switching over reads under new keys, and the old answers age out.
+
+    The caller puts only windows ending at or before `final_before`."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self._values: OrderedDict[Hashable, float | None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, key: Hashable) -> float | _Miss | None:
+        """The stored answer, or `MISS`."""
+        found = self._values.get(key, MISS)
+        if found is MISS:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self._values.move_to_end(key)
+        return found
+
+    def put(self, key: Hashable, value: float | None) -> None:
+        self._values[key] = value
+        self._values.move_to_end(key)
+        while len(self._values) > self.capacity:
+            self._values.popitem(last=False)
+
+    def clear(self) -> None:
+        self._values.clear()

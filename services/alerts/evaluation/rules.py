@@ -144,7 +144,15 @@ def _new_reads(
         assert rule.offset is not None
         previous = Query(rule.kpi, t_from - rule.offset, t_to - rule.offset, key)
     if rule.kind is RuleKind.anomaly:
-        weeks = anomaly.past_windows(t_from, t_to, rule.anomaly_settings.weeks, zone)
+        # Phase per KPI, group and window length: rules sharing those share their reads.
+        weeks = anomaly.baseline_windows(
+            t_from,
+            t_to,
+            rule.anomaly_settings.weeks,
+            zone,
+            f"{rule.kpi}|{key}|{t_to - t_from}",
+            align=not rule.window.startswith("ptd:"),
+        )
         baseline = tuple(Query(rule.kpi, start, end, key) for start, end in weeks)
     if rule.min_sample is not None:
         sample = Query(rule.min_sample.kpi, t_from, t_to, key)

@@ -29,6 +29,7 @@ _DIMENSION_VALUES = text(
     " WHERE kpi = ANY(ARRAY(SELECT pk_storage(k) FROM unnest(CAST(:kpis AS text[])) AS k))"
     " AND bucket >= :t_from AND bucket < :t_to"
 )
+_STORAGE_KEYS = text("SELECT k, pk_storage(k) FROM unnest(CAST(:kpis AS text[])) AS k")
 # The view keeps one watermark per partition; the topic's is the least of them.
 _WATERMARK = text("SELECT min(watermark) FROM kpi_watermarks WHERE topic = :topic")
 
@@ -75,6 +76,13 @@ async def dimension_values(
         _DIMENSION_VALUES, {"kpis": list(kpis), "t_from": t_from, "t_to": t_to}
     )
     return [{str(k): str(v) for k, v in dims.items()} for (dims,) in rows]
+
+
+async def storage_keys(session: AsyncSession, kpis: Iterable[str]) -> dict[str, str]:
+    """Each KPI's active version's storage key: it changes when a changed definition
+    switches over, and with it every value read from the KPI."""
+    rows = await session.execute(_STORAGE_KEYS, {"kpis": sorted(kpis)})
+    return {str(k): str(v) for k, v in rows}
 
 
 async def watermark(session: AsyncSession, topic: str) -> datetime | None:
