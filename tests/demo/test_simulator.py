@@ -240,7 +240,7 @@ def test_growth_scales_every_rate_around_its_anchor() -> None:
 
 def test_ad_spend_reports_as_often_as_asked_for_the_same_spend() -> None:
     def spend(every: int) -> tuple[int, float]:
-        profile = Profile(visits_per_day=20_000, ad_spend_every=every)
+        profile = Profile(visits_per_day=1_000, ad_spend_every=every)
         sim = Simulator(SimConfig(seed=4, profile=profile))
         two_days = events_between(sim, MONDAY, MONDAY + timedelta(days=2))
         events = [e for e in two_days if e.type == "ad_spend"]
