@@ -58,6 +58,7 @@ from shared.config import PacekeeperConfig, load_config_text
 from shared.config.store import apply_config
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.migrations import upgrade
+from shared.settings import BaseServiceSettings
 from shared.timescaledb import database_status
 
 
@@ -78,6 +79,7 @@ class Demo:
         self.log: deque[str] = deque(maxlen=6)
         self.services: dict[str, ServiceProcess] = {}
         self.keys: dict[str, str] = {}
+        self.read_token = ""
         self.receiver: WebhookReceiver | None = None
         self.started = time.monotonic()  # PACEKEEPER_DEMO_DURATION counts from here
 
@@ -111,6 +113,10 @@ class Demo:
         self.settings, isolated = await isolate(self.settings)
         s = self.settings
         env = child_env(s, {**os.environ, **isolated})
+        # The web scorecard's read-only login, printed with its address once alerts is up.
+        read = s.demo_read_token.get_secret_value() if s.demo_read_token else None
+        env.setdefault("PACEKEEPER_ALERTS_READ_TOKEN", read or secrets.token_urlsafe(16))
+        self.read_token = env["PACEKEEPER_ALERTS_READ_TOKEN"]
         where = f"schema {s.database_schema}" if s.database_schema else "the default schema"
         self._say(f"migrating {where}; events on topic {s.events_topic}")
         await asyncio.to_thread(upgrade, s)
@@ -277,6 +283,20 @@ class Demo:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 1.0)
 
+    def _say_scorecard_login(self) -> None:
+        s = self.settings
+        admin = s.admin_token.get_secret_value()
+        local = admin == BaseServiceSettings.model_fields["admin_token"].default.get_secret_value()
+        self._say(
+            f"web scorecard: open {s.demo_alerts_url}/ and log in with the read token "
+            f"{self.read_token}"
+            + (
+                f" (or the admin token {admin} to acknowledge and silence alerts)"
+                if local
+                else " (or PACEKEEPER_ADMIN_TOKEN to acknowledge and silence alerts)"
+            )
+        )
+
     async def _simulate_and_show(
         self, sim: Simulator, began: datetime, env: Mapping[str, str]
     ) -> None:
@@ -297,6 +317,7 @@ class Demo:
                 await self._catch_up(stream, sender, feeding)
                 if not self.stop.is_set():
                     await self._start_services(("alerts",), env)
+                    self._say_scorecard_login()
                     await self._show(collector, sender, feeding)
             finally:
                 self.stop.set()

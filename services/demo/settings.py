@@ -59,6 +59,9 @@ class DemoSettings(BaseServiceSettings):
     demo_webhook_port: int = Field(9977, ge=0, le=65535)
     # Random per run when unset; handed to the config as PACEKEEPER_DEMO_WEBHOOK_SECRET.
     demo_webhook_secret: SecretStr | None = None
+    # The web scorecard's read-only login (PACEKEEPER_ALERTS_READ_TOKEN of the demo's alerts
+    # service); random per run when unset, printed with the page's address.
+    demo_read_token: SecretStr | None = None
     demo_ingest_url: str = "http://127.0.0.1:8080"
     demo_aggregator_url: str = "http://127.0.0.1:8081"
     demo_alerts_url: str = "http://127.0.0.1:8082"

@@ -10,9 +10,13 @@ import os
 import re
 import socket
 import subprocess
+import threading
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -82,6 +86,44 @@ def assert_weeks_of_kpis(service_env: dict[str, str]) -> None:
     assert rows[0][1] > 1.2 * rows[7][1], rows  # the last week against the first: growth
 
 
+@dataclass
+class ScorecardVisit:
+    login_line: str = ""
+    html: str = ""
+    alert_seen: bool = False
+
+
+LOGIN = re.compile(r"web scorecard: open (http://\S+)/ and log in with the read token (\S+)")
+
+
+def visit_scorecard(
+    lines: list[str], demo: subprocess.Popen[str], tmp_path: Path
+) -> ScorecardVisit:
+    """Wait for the demo's login line, log in with its token, and read the front page until
+    the demo's paging alert shows on it (or the demo ends)."""
+    visit = ScorecardVisit()
+    found = None
+    while demo.poll() is None and found is None:
+        found = next((m for line in list(lines) if (m := LOGIN.search(line))), None)
+        time.sleep(0.5)
+    if found is None:
+        return visit
+    visit.login_line = found.group(0)
+    url, token = found.group(1), found.group(2)
+    with httpx.Client(base_url=url, timeout=30) as browser:
+        assert browser.post("/login", data={"token": token}).status_code == 303
+        while demo.poll() is None:
+            answer = browser.get("/", params={"period": "month"})
+            assert answer.status_code == 200, answer.text[-2000:]
+            visit.html = answer.text
+            if 'data-name="checkout-conversion-collapse"' in visit.html:
+                visit.alert_seen = True
+                (tmp_path / "scorecard.html").write_text(visit.html)
+                break
+            time.sleep(3)
+    return visit
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,18 +161,30 @@ def test_make_demo_shows_the_scorecard_goals_and_a_delivered_alert(
         "PACEKEEPER_DEMO_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "PACEKEEPER_TIMEZONE": busy_time_zone(datetime.now(UTC)),
     }
-    result = subprocess.run(
+    lines: list[str] = []
+    with subprocess.Popen(
         ["make", "demo", f"DEMO_DURATION={DURATION}"],
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=DURATION + 240,
-    )
-    log = result.stdout + result.stderr
+    ) as demo:
+        reader = threading.Thread(target=lambda: lines.extend(demo.stdout or ()), daemon=True)
+        reader.start()
+        # A newcomer opens the printed address and logs in with the printed token while the
+        # demo runs: the page shows the goals, weeks of KPIs and, once it fires, the alert.
+        page = visit_scorecard(lines, demo, tmp_path)
+        returncode = demo.wait(timeout=DURATION + 240)
+        reader.join(10)
+    log = "".join(lines)
     (tmp_path / "demo.log").write_text(log)
-    assert result.returncode == 0, log[-5000:]
+    assert returncode == 0, log[-5000:]
+    assert page.login_line in log
+    assert 'data-goal="' in page.html
+    assert 'data-kpi="sessions"' in page.html
+    assert page.alert_seen, page.html[-3000:]
 
     # Start-up names the database; every policy of the schema ran (infra-up's db-status).
     assert re.search(r"database: PostgreSQL 15\.\d+ with TimescaleDB 2\.28\.3", log)
@@ -151,7 +205,7 @@ def test_make_demo_shows_the_scorecard_goals_and_a_delivered_alert(
     assert "BAD SIGNATURE" not in log
     assert re.search(r"sent [\d,]+ events: [\d,]+ accepted, 0 rejected, 0 failed", log)
     # The last line of the demo itself (a parent make may print "Leaving directory" after it).
-    assert re.search(r"^demo \S+ stopped\s*$", result.stdout, re.MULTILINE)
+    assert re.search(r"^demo \S+ stopped\s*$", log, re.MULTILINE)
 
     # No secret in any log of the run: the admin token, the webhook secret, the database
     # password (as in a DSN) or an API key (`pk_…`; the demo made one per source).
