@@ -61,8 +61,7 @@ def upgrade() -> None:
         """
     )
     op.execute(
-        "CREATE UNIQUE INDEX kpi_versions_one_active ON kpi_versions (kpi)"
-        " WHERE state = 'active'"
+        "CREATE UNIQUE INDEX kpi_versions_one_active ON kpi_versions (kpi) WHERE state = 'active'"
     )
     op.execute(
         "CREATE UNIQUE INDEX kpi_versions_one_recomputing ON kpi_versions (kpi)"
