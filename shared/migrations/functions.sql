@@ -49,17 +49,28 @@ CREATE OR REPLACE FUNCTION pk_timezone() RETURNS text LANGUAGE sql STABLE AS $$
             SELECT coalesce((SELECT value FROM app_settings WHERE key = 'timezone'), 'UTC')
         $$;
 
--- pk_spec: a KPI's definition from the kpis table; unknown names raise undefined_object.
--- Defined in 0004.
+-- pk_storage: the key a KPI's state is stored under, its active version's (the name for
+-- version 1, `name@N` after a changed definition switched over). Defined in 0013.
+CREATE OR REPLACE FUNCTION pk_storage(kpi_name text) RETURNS text LANGUAGE sql STABLE AS $$
+            SELECT coalesce((SELECT v.storage FROM kpi_versions v
+                             WHERE v.kpi = kpi_name AND v.state = 'active'), kpi_name)
+        $$;
+
+-- pk_spec: a KPI's definition: its active version's, with the version's storage key as
+-- its name (the kpis row for a KPI without versions); unknown names raise
+-- undefined_object. Defined in 0004, redefined in 0013 (KPI versions).
 CREATE OR REPLACE FUNCTION pk_spec(kpi_name text) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
         DECLARE
             found jsonb;
+            active jsonb;
         BEGIN
             SELECT k.spec INTO found FROM kpis k WHERE k.name = kpi_name;
             IF found IS NULL THEN
                 RAISE EXCEPTION 'unknown KPI %', kpi_name USING ERRCODE = 'undefined_object';
             END IF;
-            RETURN found;
+            SELECT v.spec || jsonb_build_object('name', v.storage) INTO active
+            FROM kpi_versions v WHERE v.kpi = kpi_name AND v.state = 'active';
+            RETURN coalesce(active, found);
         END $$;
 
 -- pk_duration: durations as the config writes them (`7d`, `1h30m`, `1w`), else
