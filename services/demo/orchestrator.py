@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 from rich.console import Console
@@ -54,6 +55,7 @@ from services.demo.simulator import (
     EventStream,
     Simulator,
 )
+from services.demo.stories import REDEFINED_KPI, RESTATED_GOAL, first_definitions, late_orders
 from shared.config import PacekeeperConfig, load_config_text
 from shared.config.store import apply_config
 from shared.db import make_engine, make_sessionmaker, transaction
@@ -142,10 +144,11 @@ class Demo:
             "PACEKEEPER_DEMO_WEBHOOK_URL": self.receiver.url,
         }
         config = load_config_text(s.demo_config.read_text(encoding="utf-8"), env=config_env)
-        await apply_example(s, config)
+        await apply_example(s, first_definitions(config))
         self._say(
             f"applied {s.demo_config.name}: {len(config.kpis)} KPIs, {len(config.goals)} goals, "
-            f"{len(config.rules)} rules, {len(config.channels)} channels"
+            f"{len(config.rules)} rules, {len(config.channels)} channels "
+            f"({REDEFINED_KPI} as first defined: any page view by a signed-in user)"
         )
 
         now = datetime.now(UTC)
@@ -170,6 +173,13 @@ class Demo:
             self._say(f"created an API key for each source: {', '.join(SOURCES)}")
             await self._start_services(("ingest", "aggregator"), env)
             await history
+            if not self.stop.is_set():
+                await apply_example(s, config)
+                self._say(
+                    f"{REDEFINED_KPI} redefined (a signed-in session, not just a page view): "
+                    "version 2 recomputes the history in the background and switches over "
+                    f"when done; `pacekeeper kpis history {REDEFINED_KPI}` shows both"
+                )
         finally:
             if not history.done():
                 self.stop.set()
@@ -283,6 +293,22 @@ class Demo:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 1.0)
 
+    async def _send_late_orders(self, sender: IngestSender, zone: ZoneInfo) -> None:
+        """Once the alerts service has recorded yesterday as reported (a few ticks), send
+        orders of yesterday that were settled late: the day is restated, once."""
+        s = self.settings
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), 3 * s.demo_alerts_tick_seconds)
+            return
+        yesterday = datetime.now(zone).date() - timedelta(days=1)
+        orders = late_orders(yesterday, zone, 8, tag=f"{s.demo_seed}-{self.started:.0f}")
+        await sender.submit(orders)
+        await sender.push()
+        self._say(
+            f"sent {len(orders)} late orders for {yesterday:%a %d %b} (settled late by the "
+            f"payment provider): the {RESTATED_GOAL} goal's closed day is restated"
+        )
+
     def _say_scorecard_login(self) -> None:
         s = self.settings
         admin = s.admin_token.get_secret_value()
@@ -306,6 +332,7 @@ class Demo:
         api = AlertsApi(s.demo_alerts_url, s.admin_token.get_secret_value())
         endpoints = Endpoints(s.demo_alerts_url, s.demo_ingest_url, s.demo_aggregator_url)
         collector = ScorecardCollector(api, endpoints)
+        late: asyncio.Task[None] | None = None
         async with IngestSender(s.demo_ingest_url, self.keys) as sender:
             feeding = asyncio.create_task(
                 # On the wall clock: the stream catches up the minute or so the history
@@ -318,9 +345,14 @@ class Demo:
                 if not self.stop.is_set():
                     await self._start_services(("alerts",), env)
                     self._say_scorecard_login()
+                    late = asyncio.create_task(self._send_late_orders(sender, sim.zone))
                     await self._show(collector, sender, feeding)
             finally:
                 self.stop.set()
+                if late is not None:
+                    late.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await late
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(feeding, 20)
                 await collector.aclose()

@@ -95,6 +95,12 @@ def child_env(settings: DemoSettings, base: Mapping[str, str]) -> dict[str, str]
     env.setdefault("PYTHONUNBUFFERED", "1")
     # The demo's webhook receiver listens on 127.0.0.1.
     env.setdefault("PACEKEEPER_ALERTS_ALLOW_PRIVATE_TARGETS", "true")
+    # The demo's shop sends a few events a minute: on one partition each of them moves the
+    # watermark. Spread over six, a partition that sees nothing but the demo's late orders
+    # would hold the topic's watermark back at yesterday (each partition's watermark follows
+    # its own newest event), and every goal would be judged as of then.
+    env.setdefault("PACEKEEPER_INGEST_TOPIC_PARTITIONS", "1")
+    env.setdefault("PACEKEEPER_AGGREGATOR_TOPIC_PARTITIONS", "1")
     return env
 
 

@@ -124,6 +124,19 @@ def visit_scorecard(
     return visit
 
 
+def assert_two_versions(service_env: dict[str, str], kpi: str) -> None:
+    url = service_env["PACEKEEPER_DATABASE_URL"].replace("postgresql+psycopg", "postgresql")
+    schema = service_env["PACEKEEPER_DATABASE_SCHEMA"]
+    with psycopg.connect(url, options=f"-c search_path={schema}") as conn:
+        rows = conn.execute(
+            "SELECT version, state, spec->>'event' FROM kpi_versions WHERE kpi = %s"
+            " ORDER BY version",
+            (kpi,),
+        ).fetchall()
+    assert [(v, event) for v, _, event in rows] == [(1, "page_viewed"), (2, "session_started")]
+    assert rows[1][1] in {"recomputing", "active"}, rows
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -203,6 +216,15 @@ def test_make_demo_shows_the_scorecard_goals_and_a_delivered_alert(
     )
     assert delivered, log[-5000:] + diagnosis(service_env, tmp_path / "logs")
     assert "BAD SIGNATURE" not in log
+    # The demo's two stories: a redefined KPI (version 2 recomputes its history) and a day
+    # restated by late orders, told to the goal's channel once.
+    assert "active_users redefined" in log
+    assert re.search(r"sent 8 late orders for .*: the daily-orders goal's closed day", log)
+    restated = re.findall(
+        r"FIRING \[\w+\] daily-orders — goal daily-orders: orders .* restated", log
+    )
+    assert len(restated) == 1, log[-5000:]
+    assert_two_versions(service_env, "active_users")
     assert re.search(r"sent [\d,]+ events: [\d,]+ accepted, 0 rejected, 0 failed", log)
     # The last line of the demo itself (a parent make may print "Leaving directory" after it).
     assert re.search(r"^demo \S+ stopped\s*$", log, re.MULTILINE)
