@@ -221,7 +221,10 @@ def test_make_demo_shows_the_scorecard_goals_and_a_delivered_alert(
     assert "active_users redefined" in log
     assert re.search(r"sent 8 late orders for .*: the daily-orders goal's closed day", log)
     restated = re.findall(
-        r"FIRING \[\w+\] daily-orders — goal daily-orders: orders .* restated", log
+        r"^receiver \S+ webhook firing \(signature ok\): FIRING \[\w+\] daily-orders"
+        r" — goal daily-orders: .* restated",
+        log,
+        re.MULTILINE,
     )
     assert len(restated) == 1, log[-5000:]
     assert_two_versions(service_env, "active_users")
