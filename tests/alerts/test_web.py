@@ -22,6 +22,7 @@ from tests.alerts.conftest import (
     put_points,
     wait_until,
 )
+from tests.conftest import libpq_url
 
 pytestmark = pytest.mark.e2e
 
@@ -168,3 +169,27 @@ async def test_only_an_admin_session_with_the_form_token_acknowledges_or_silence
     admin.post("/logout")
     admin.cookies.clear()
     assert admin.get("/").status_code == 303
+
+
+async def test_a_read_the_database_cancels_is_said_on_the_page_not_a_500(
+    db: psycopg.Connection[Any], database_url: str, schema: str, serve_scorecard: ServeScorecard
+) -> None:
+    now = minute()
+    put_points(db, "orders", 4, bucket=now - timedelta(minutes=5))
+    service = await serve_scorecard(
+        now, now + timedelta(minutes=1), PACEKEEPER_ALERTS_API_STATEMENT_TIMEOUT_SECONDS="1"
+    )
+    viewer = log_in(service, READER)
+    assert 'data-value="4.0"' in viewer.get("/").text
+    # Someone holds the KPI minutes locked: every read of them waits past the timeout.
+    with psycopg.connect(libpq_url(database_url), options=f"-c search_path={schema}") as lock:
+        lock.execute("LOCK TABLE kpi_points IN ACCESS EXCLUSIVE MODE")
+        page = viewer.get("/")
+        assert page.status_code == 200
+        assert "The database did not answer this reading" in page.text
+        assert "statement timeout" in page.text
+        detail = viewer.get("/kpis/orders")
+        assert detail.status_code == 200
+        assert "statement timeout" in detail.text
+        lock.rollback()
+    assert 'data-value="4.0"' in viewer.get("/").text  # and back, once the lock is gone
