@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,6 +67,7 @@ FINAL_VALUES = 200_000
 QUERY_CHUNK = 2000
 _NO_GROUP: dict[DimsKey, dict[str, str]] = {(): {}}
 # Kinds whose value over a window only grows as the window's data arrives.
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MONOTONE_KINDS = frozenset({KpiKind.count, KpiKind.count_distinct})
@@ -414,16 +416,15 @@ class Evaluator:
     async def _store_readings(
         self, session: AsyncSession, config: Config, rows: list[GoalReadingRow], now: datetime
     ) -> None:
-        """The readings for dashboards, in a savepoint: failing to store them (a schema not
-        yet migrated to 0012, say) must never stop the cycle's alerts."""
-        try:
-            async with session.begin_nested():
-                await store.goals.store_readings(
-                    session, rows, declared=config.goals, keep=self.goal_history_retention, now=now
-                )
-        except DBAPIError as exc:
-            metrics.GOAL_READINGS_FAILED.inc()
-            log.warning("goal readings not stored", extra={"error": str(exc.orig)})
+        """The readings for dashboards (migration 0012)."""
+        await _aside(
+            session,
+            lambda: store.goals.store_readings(
+                session, rows, declared=config.goals, keep=self.goal_history_retention, now=now
+            ),
+            metrics.GOAL_READINGS_FAILED,
+            "goal readings not stored",
+        )
 
     async def _record_results(
         self,
@@ -433,16 +434,14 @@ class Evaluator:
         now: datetime,
         result: CycleResult,
     ) -> None:
-        """Closed periods' results, and their restatements by late events, in a savepoint:
-        failing here (a schema not yet migrated to 0014, say) must never stop alerting."""
-        try:
-            async with session.begin_nested():
-                deliveries = await self._restate(session, config, at, now)
-        except DBAPIError as exc:
-            metrics.GOAL_RESULTS_FAILED.inc()
-            log.warning("goal results not recorded", extra={"error": str(exc.orig)})
-            return
-        result.deliveries += deliveries
+        """Closed periods' results, and their restatements by late events (migration 0014)."""
+        deliveries = await _aside(
+            session,
+            lambda: self._restate(session, config, at, now),
+            metrics.GOAL_RESULTS_FAILED,
+            "goal results not recorded",
+        )
+        result.deliveries += deliveries or 0
 
     async def _restate(
         self, session: AsyncSession, config: Config, at: datetime, now: datetime
@@ -832,3 +831,21 @@ def _dashboard_row(
         evaluated_at=now,
         contributors=contributors,
     )
+
+
+async def _aside(
+    session: AsyncSession,
+    work: Callable[[], Awaitable[T]],
+    failed: Counter,
+    what: str,
+) -> T | None:
+    """`work` in a savepoint: the goals' bookkeeping for dashboards and restatements must
+    never stop the cycle's alerts (a schema not yet migrated, say). None when it failed,
+    counted in `failed` and logged."""
+    try:
+        async with session.begin_nested():
+            return await work()
+    except DBAPIError as exc:
+        failed.inc()
+        log.warning(what, extra={"error": str(exc.orig)})
+        return None
