@@ -64,7 +64,8 @@ from shared.settings import BaseServiceSettings
 from shared.timescaledb import database_status
 
 
-async def apply_example(settings: DemoSettings, config: PacekeeperConfig) -> None:
+async def apply_example(settings: BaseServiceSettings, config: PacekeeperConfig) -> None:
+    """Store the demo's config in one transaction (what `pacekeeper apply` stores)."""
     engine = make_engine(settings, application_name="pacekeeper-demo", pool_size=1)
     try:
         async with transaction(make_sessionmaker(engine)) as session:

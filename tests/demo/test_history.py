@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from services.demo.history import Progress, load_history
+from services.demo.orchestrator import apply_example
 from services.demo.settings import REPO_ROOT
 from services.demo.simulator import (
     Incident,
@@ -23,8 +24,6 @@ from services.demo.simulator import (
     events_between,
 )
 from shared.config import load_config_text
-from shared.config.store import apply_config
-from shared.db import make_engine, make_sessionmaker, transaction
 from shared.settings import BaseServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -32,18 +31,6 @@ pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 # Older than the 8-day horizon beyond which kpi_value reads the continuous aggregates.
 OLD = (NOW - timedelta(days=12)).replace(hour=0, minute=0)
-
-
-async def apply_example(settings: BaseServiceSettings) -> None:
-    config = load_config_text(
-        (REPO_ROOT / "examples" / "pacekeeper.yaml").read_text(encoding="utf-8"), env={}
-    )
-    engine = make_engine(settings, application_name="test-history", pool_size=1)
-    try:
-        async with transaction(make_sessionmaker(engine)) as session:
-            await apply_config(session, config)
-    finally:
-        await engine.dispose()
 
 
 def oracle(sim: Simulator, start: datetime, end: datetime) -> dict[str, float]:
@@ -93,7 +80,8 @@ def test_the_history_is_counted_exactly_once_old_and_recent(
         )
     )
     spans = [(OLD, OLD + timedelta(days=2)), (NOW - timedelta(days=1), NOW)]
-    asyncio.run(apply_example(settings))
+    example = (REPO_ROOT / "examples" / "pacekeeper.yaml").read_text(encoding="utf-8")
+    asyncio.run(apply_example(settings, load_config_text(example, env={})))
     seen: list[Progress] = []
     loads = [
         asyncio.run(load_history(settings, sim, lo, hi, on_progress=seen.append, batch_size=2000))
