@@ -259,7 +259,6 @@ async def goal_page(request: Request, settings: Settings, session: Session, name
         card=cards[0] if cards else None,
         history=history,
         freshness=fresh,
-        at=at,
     )
 
 

@@ -32,7 +32,6 @@ from services.alerts.evaluation.rules import Query, dims_key
 from services.alerts.evaluation.windows import add_periods, judgement_time, period_start
 from services.alerts.store.alerts import AlertView
 from shared.config.alerting import Period
-from shared.config.kpis import KpiSpec
 from shared.kpi_format import display_unit
 
 log = logging.getLogger("pacekeeper.alerts.web")
@@ -86,10 +85,6 @@ class GoalCard:
     @property
     def status(self) -> str:
         return self.reading.pace.status.value
-
-    @property
-    def lagging(self) -> bool:
-        return self.reading.pace.status in LAGGING
 
 
 # Worst first: an operations lead reads the page from the top.
@@ -210,7 +205,6 @@ async def read_scorecard(
 @dataclass(frozen=True, slots=True)
 class KpiDetail:
     name: str
-    spec: KpiSpec
     unit: str
     points: list[tuple[datetime, float | None]]
     total: float | None  # the KPI over the whole window
@@ -237,7 +231,6 @@ async def kpi_detail(
     values = {d: sorted({s[d] for s in seen if d in s})[:100] for d in declared}
     return KpiDetail(
         name,
-        spec,
         display_unit(spec),
         points,
         total,
