@@ -34,7 +34,7 @@ def java_command(logs: Path) -> list[str]:
     _fetch_jars()
     return [
         "java",
-        "-Xmx256m",
+        "-Xmx384m",
         "-Xms128m",
         "-XX:+UseG1GC",
         "-cp",
@@ -61,7 +61,14 @@ class BrokerNode:
         self.root = root
         self.logs = root / "logs"
         self.config = root / "server.properties"
-        self.properties = properties | {"log.dirs": str(root / "data")}
+        self.properties = {
+            # The log cleaner allocates its dedupe buffer (128 MiB by default) in one piece at
+            # start-up: half of this small heap, which a node sometimes could not find
+            # (OutOfMemoryError, "Error starting LogManager"). Tests compact next to nothing.
+            "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
+            **properties,
+            "log.dirs": str(root / "data"),
+        }
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -102,10 +109,22 @@ class BrokerNode:
                     if b"Kafka Server started" in log.read():
                         return
             if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = (self.root / "kafka.out").read_text(errors="replace")[-2000:]
                 self.kill()
-                raise RuntimeError(f"broker in {self.root} did not start:\n{tail}")
+                raise RuntimeError(f"broker in {self.root} did not start:\n{self._failure()}")
             time.sleep(0.3)
+
+    def _failure(self) -> str:
+        """What the node said last: its console and the errors of its server.log (log4j
+        writes only there, so a fatal fault never reaches the console)."""
+        out = (self.root / "kafka.out").read_text(errors="replace")[-1000:]
+        if not self.server_log.exists():
+            return out
+        with self.server_log.open("rb") as log:
+            log.seek(self._log_offset)
+            lines = log.read().decode(errors="replace").splitlines()
+        errors = [i for i, line in enumerate(lines) if " ERROR " in line or " FATAL " in line]
+        excerpt = lines[errors[0] : errors[0] + 15] if errors else lines[-15:]
+        return out + "\n".join(excerpt)
 
     @property
     def alive(self) -> bool:

@@ -138,8 +138,16 @@ class Aggregator:
         rebalance, or going back after lost commits) is dropped and fetched again.
         """
         ahead: asyncio.Task[tuple[int, Prepared]] | None = None
+        loop = asyncio.get_running_loop()
+        check_positions_at = loop.time() + self.settings.aggregator_position_check_interval
         try:
             while not self.stopping.is_set():
+                if loop.time() >= check_positions_at:
+                    # If it seeks, in_order drops the batch being read ahead.
+                    await self._check_positions()
+                    check_positions_at = (
+                        loop.time() + self.settings.aggregator_position_check_interval
+                    )
                 if ahead is None:
                     ahead = asyncio.create_task(self._prepare(self._consumer.marks))
                 seeks, ready = await ahead
@@ -167,6 +175,46 @@ class Aggregator:
         finally:
             if ahead is not None:
                 await _discard(ahead)
+
+    async def _check_positions(self) -> None:
+        """Go back where the database lost commits that no batch will reveal.
+
+        A batch finds lost commits of its own partitions (`OffsetGap`); a partition that
+        receives nothing after them (a quiet stream, a producer that has finished) never
+        gets such a batch, and its lost events would wait for the next restart. So the
+        positions are compared with the stored offsets every
+        `aggregator_position_check_interval` seconds.
+        """
+        assert self._sessions is not None
+        assert self._writer is not None
+        seeks, positions = self._consumer.seeks, dict(self._consumer.positions)
+        if not positions:
+            return
+        try:
+            async with transaction(self._sessions) as session:
+                stored = await repository.load_offsets(
+                    session,
+                    self.settings.aggregator_group_id,
+                    self.settings.events_topic,
+                    sorted(positions),
+                )
+        except Exception as exc:  # noqa: BLE001  # the next check, or the next batch, sees it
+            log.debug("position check failed", extra={"error": str(exc)})
+            return
+        behind: dict[int, StoredOffset | None] = {
+            p: stored.get(p)
+            for p, position in positions.items()
+            if p not in stored or stored[p].next_offset < position
+        }
+        if not behind:
+            return
+        async with self._consumer.lock:
+            # A seek since the read (a rebalance, a gap a batch found) loaded the stored
+            # offsets itself; batches are written only by this loop, so nothing else moved.
+            if self._consumer.seeks != seeks:
+                return
+            self._writer.forget()  # what it cached of those commits is gone too
+            await self._consumer.resume_from(behind)
 
     async def _prepare(self, marks: Mapping[int, Watermark]) -> tuple[int, Prepared]:
         """The next batch, and the consumer's seek count from before it was collected."""

@@ -34,6 +34,9 @@ class AggregatorSettings(BaseServiceSettings):
     aggregator_max_poll_interval_ms: int = Field(300_000, ge=10_000)
     aggregator_retry_max_delay: float = Field(5.0, gt=0)
     aggregator_dedupe_purge_interval: float = Field(600.0, gt=0)
+    # How often the positions are compared with the stored offsets, so commits the database
+    # lost (asynchronous commit, failover, restore) are read again on a quiet partition too.
+    aggregator_position_check_interval: float = Field(5.0, gt=0)
     aggregator_topic_partitions: int = Field(6, ge=1)
     aggregator_shutdown_timeout: float = Field(10.0, gt=0)
     # Recomputing a changed KPI's history (services/aggregator/recompute.py): at most this

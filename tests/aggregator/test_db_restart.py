@@ -167,7 +167,10 @@ async def test_database_restart_while_consuming(
         assert proc.poll() is None, "the aggregator must wait for the database, not exit"
         private_postgres.pg_ctl("start")
         await producing
-        await workload.wait_consumed(url, unique, unique, topics.events, len(stream), within=60)
+        try:
+            await workload.wait_consumed(url, unique, unique, topics.events, len(stream), within=60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-6000:]}") from None
     finally:
         exit_code = _stop(proc)
     assert exit_code == 0, log.read_text()[-3000:]

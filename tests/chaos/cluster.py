@@ -61,10 +61,14 @@ class KafkaCluster:
         cluster_id = new_cluster_id(java_command(self.root))
         for node in self.nodes.values():
             node.format(cluster_id)
-        for node in self.nodes.values():
-            node.start()
-        for node in self.nodes.values():
-            node.wait_started()
+        try:
+            for node in self.nodes.values():
+                node.start()
+            for node in self.nodes.values():
+                node.wait_started()
+        except BaseException:
+            self.stop()  # the nodes that did start would outlive the test run
+            raise
 
     def restart(self, *ids: int) -> None:
         for node in ids:
