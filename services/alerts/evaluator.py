@@ -51,25 +51,20 @@ from services.alerts.evaluation.rules import (
 )
 from services.alerts.evaluation.windows import judgement_time, rule_window
 from services.alerts.notify.payload import restatement_payload, webhook_payload
+from services.alerts.reads import KpiReads
 from services.alerts.silence import Acknowledger, Silencer
 from services.alerts.store import results as result_store
 from services.alerts.store.alerts import AlertRecord
 from services.alerts.store.goals import GoalReadingRow, GoalStatusRecord, LastStatus
 from services.alerts.store.results import RestatementRow, ResultRow
 from shared.config.alerting import ChannelType, GoalSpec, RuleKind, RuleSpec
-from shared.config.kpis import KpiKind, KpiSpec, referenced_kpis
+from shared.config.kpis import KpiKind
 
-# Final past-week answers of anomaly rules kept between ticks. The benchmark's 1,000 rules x
-# 5 groups hold 35,000 (weeks 2..8; week 1 is never final under a 7-day lateness).
-FINAL_VALUES = 200_000
-# kpi_value calls per round trip: large enough that 10,000 rules need few round trips,
-# small enough that one statement's parameters stay well under a megabyte.
-QUERY_CHUNK = 2000
 _NO_GROUP: dict[DimsKey, dict[str, str]] = {(): {}}
-# Kinds whose value over a window only grows as the window's data arrives.
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+# Kinds whose value over a window only grows as the window's data arrives.
 MONOTONE_KINDS = frozenset({KpiKind.count, KpiKind.count_distinct})
 BAD_GOAL_STATUSES = (pacing.GoalStatus.at_risk, pacing.GoalStatus.off_track)
 
@@ -104,7 +99,7 @@ class Evaluator:
         self.alerts: dict[str, AlertRecord] = {}
         self.groups: dict[tuple[str, str], GroupState] = {}
         self.goal_statuses: dict[str, LastStatus] = {}
-        self.final_values = anomaly.FinalValues(FINAL_VALUES)
+        self.reads = KpiReads()
 
     @property
     def config(self) -> Config:
@@ -203,7 +198,7 @@ class Evaluator:
         final: datetime | None = None,
     ) -> None:
         """`final`: windows ending at or before it can no longer change (their answers may
-        come from `final_values`)."""
+        come from `reads`' caches)."""
         if not rules:
             return
         groups = await self._rule_groups(session, config, rules, now)
@@ -231,7 +226,7 @@ class Evaluator:
         wanted: set[Query] = set()
         for reads in cache.values():
             wanted.update(reads.queries())
-        values = await self._read_rules(session, config, wanted, final)
+        values = await self.reads.read(session, config.kpis, wanted, final)
         for inst in planned:
             verdict = judge(inst, values)
             self._step_rule(inst, verdict, now, result)
@@ -258,9 +253,19 @@ class Evaluator:
         for record in self.alerts.values():
             if record.origin == "rule" and record.state.is_active:
                 active[record.name].append(record.dims)
+        # One read per KPI set and window end, from the earliest start among its windows.
+        earliest: dict[tuple[frozenset[str], datetime], datetime] = {}
+        for bases, t_from, t_to in wanted:
+            earliest[(bases, t_to)] = min(t_from, earliest.get((bases, t_to), t_from))
+        seen = {
+            (bases, t_to): await store.kpis.dimensions_last_seen(
+                session, sorted(bases), t_from, t_to
+            )
+            for (bases, t_to), t_from in earliest.items()
+        }
         out: dict[str, dict[DimsKey, dict[str, str]]] = {}
         for (bases, t_from, t_to), members in wanted.items():
-            present = await store.kpis.dimension_values(session, sorted(bases), t_from, t_to)
+            present = [dims for dims, last in seen[(bases, t_to)] if last >= t_from]
             # Rules sharing a KPI, window and group_by share their groups: project once.
             shared: dict[tuple[str, ...], dict[DimsKey, dict[str, str]]] = {}
             for rule in members:
@@ -272,41 +277,6 @@ class Evaluator:
                     groups = {**groups, **_project(active[rule.name], by)}
                 out[rule.name] = groups
         return out
-
-    async def _read(
-        self, session: AsyncSession, queries: Iterable[Query]
-    ) -> dict[Query, float | None]:
-        unique = list(queries)
-        values: dict[Query, float | None] = {}
-        for i in range(0, len(unique), QUERY_CHUNK):
-            values.update(await store.kpis.kpi_values(session, unique[i : i + QUERY_CHUNK]))
-        return values
-
-    async def _read_rules(
-        self, session: AsyncSession, config: Config, queries: set[Query], final: datetime | None
-    ) -> dict[Query, float | None]:
-        """Reads, answering those over final windows from `final_values` when it holds them
-        under the KPI's current storage keys, and keeping the final ones it had to read."""
-        settled = [q for q in queries if q.t_to <= final] if final is not None else []
-        if not settled:
-            return await self._read(session, queries)
-        used = {k: _read_kpis(k, config.kpis) for k in {q.kpi for q in settled}}
-        storage = await store.kpis.storage_keys(session, set().union(*used.values()))
-        definitions = {k: tuple(storage.get(u, u) for u in sorted(us)) for k, us in used.items()}
-        values: dict[Query, float | None] = {}
-        missing: dict[Query, tuple[Query, tuple[str, ...]]] = {}
-        for q in settled:
-            key = (q, definitions[q.kpi])
-            found = self.final_values.get(key)
-            if found is anomaly.MISS:
-                missing[q] = key
-            else:
-                values[q] = found
-        fresh = await self._read(session, queries.difference(values))
-        for q, key in missing.items():
-            self.final_values.put(key, fresh.get(q))
-        values.update(fresh)
-        return values
 
     def _step_rule(
         self, inst: Instance, verdict: Verdict, now: datetime, result: CycleResult
@@ -465,7 +435,9 @@ class Evaluator:
             return 0
         since = at - self.allowed_lateness - restatements.GRACE
         recorded = await result_store.open_results(session, {g for g, _ in plans}, since)
-        values = await self._read(session, {q for *_, v, p in plans.values() for q in (v, p)})
+        values = await self.reads.read(
+            session, config.kpis, {q for *_, v, p in plans.values() for q in (v, p)}
+        )
         new: list[ResultRow] = []
         changed: list[ResultRow] = []
         changes: list[RestatementRow] = []
@@ -756,20 +728,6 @@ def _project(
             group = {f: dims[f] for f in by}
             out.setdefault(dims_key(group), group)
     return out
-
-
-def _read_kpis(name: str, kpis: Mapping[str, KpiSpec]) -> frozenset[str]:
-    """The KPI and every KPI its value is computed from (ratios and formulas, transitively):
-    a new version of any of them changes the value."""
-    seen: set[str] = set()
-    stack = [name]
-    while stack:
-        current = stack.pop()
-        if current not in seen:
-            seen.add(current)
-            spec = kpis.get(current)
-            stack.extend(referenced_kpis(spec) if spec is not None else ())
-    return frozenset(seen)
 
 
 def _text(status: ResultStatus | None) -> str | None:

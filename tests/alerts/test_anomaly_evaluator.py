@@ -189,14 +189,14 @@ async def test_final_past_weeks_come_from_the_cache_until_the_definition_changes
 
     await cycle(now)
     assert usual() == (20, 100)
-    assert (len(evaluator.final_values), evaluator.final_values.hits) == (1, 0)
+    assert (len(evaluator.reads.final_values), evaluator.reads.final_values.hits) == (1, 0)
 
     # A late event raises week 1: seen at once. Week 2 came from the cache.
     seed_weeks(db, "orders", now, [300])
     put_points(db, "orders", 30, bucket=now - timedelta(minutes=5))
     await cycle(now + timedelta(seconds=1))
     assert usual() == (30, 200)
-    assert evaluator.final_values.hits == 1
+    assert evaluator.reads.final_values.hits == 1
 
     # A changed definition switches over to orders@2, whose history counts twice as much.
     db.execute("UPDATE kpi_versions SET state = 'retired' WHERE kpi = 'orders'")
@@ -212,8 +212,8 @@ async def test_final_past_weeks_come_from_the_cache_until_the_definition_changes
     )
     await cycle(now + timedelta(seconds=2))
     assert usual() == (60, (600 + 200) / 2)
-    assert evaluator.final_values.hits == 1
-    assert len(evaluator.final_values) == 2
+    assert evaluator.reads.final_values.hits == 1
+    assert len(evaluator.reads.final_values) == 2
 
 
 async def test_nothing_is_cached_before_the_aggregator_has_a_watermark(
@@ -229,4 +229,4 @@ async def test_nothing_is_cached_before_the_aggregator_has_a_watermark(
     seed_weeks(db, "orders", now, WEEKLY)
     await cycle(now)
     await cycle(now + timedelta(seconds=1))
-    assert (len(evaluator.final_values), evaluator.final_values.hits) == (0, 0)
+    assert (len(evaluator.reads.final_values), evaluator.reads.final_values.hits) == (0, 0)

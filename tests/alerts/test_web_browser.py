@@ -9,14 +9,15 @@ saved under .local/test-artifacts/web/ for a person to look at."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -39,6 +40,7 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 SHOTS = ROOT / ".local" / "test-artifacts" / "web"
 REFRESH = 2  # seconds between the page's own refreshes
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -74,12 +76,23 @@ def wait_for(driver: WebDriver, check: Any, seconds: float) -> Any:
     )
 
 
+def unswapped(read: Callable[[], T], attempts: int = 5) -> T:
+    """`read` again when the live refresh swapped the element it found for a new one
+    between finding and reading it."""
+    for _ in range(attempts - 1):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.2)
+    return read()
+
+
 def goal_status(driver: WebDriver, goal: str) -> str | None:
     try:
         card = driver.find_element(By.CSS_SELECTOR, f'article[data-goal="{goal}"]')
-    except WebDriverException:
+        return card.get_attribute("data-status")
+    except WebDriverException:  # not there yet, or swapped while read
         return None
-    return card.get_attribute("data-status")
 
 
 async def test_a_person_reads_watches_and_acknowledges_in_a_real_browser(
@@ -109,8 +122,9 @@ async def test_a_person_reads_watches_and_acknowledges_in_a_real_browser(
     at = min(datetime.now(UTC), mark)
     for kpi, unit in (("orders", ""), ("revenue", "USD")):
         (value,) = db.execute("SELECT kpi_value(%s, %s, %s, NULL)", (kpi, day_start, at)).fetchone()  # type: ignore[misc]
-        tile = chrome.find_element(By.CSS_SELECTOR, f'article[data-kpi="{kpi}"] .big')
-        assert tile.text == format_value(float(value), unit, Locale.en)
+        tile = f'article[data-kpi="{kpi}"] .big'
+        text = unswapped(lambda: chrome.find_element(By.CSS_SELECTOR, tile).text)  # noqa: B023
+        assert text == format_value(float(value), unit, Locale.en)
     assert goal_status(chrome, "refunds-cap") == "on_track"
     shot(chrome, "1-scorecard")
 
@@ -119,17 +133,26 @@ async def test_a_person_reads_watches_and_acknowledges_in_a_real_browser(
     put_points(db, "refunds", 50, bucket=now - timedelta(minutes=1))
     wait_for(chrome, lambda d: goal_status(d, "refunds-cap") == "off_track", REFRESH * 2 + 3)
     assert chrome.execute_script("return window.sameDocument === true;")
-    badge = chrome.find_element(
-        By.CSS_SELECTOR, 'article[data-goal="refunds-cap"] [data-testid=goal-status]'
+    badge = 'article[data-goal="refunds-cap"] [data-testid=goal-status]'
+    colour = unswapped(
+        lambda: chrome.find_element(By.CSS_SELECTOR, badge).value_of_css_property(
+            "background-color"
+        )
     )
-    assert badge.value_of_css_property("background-color") == "rgba(192, 21, 47, 1)"
+    assert colour == "rgba(192, 21, 47, 1)"
     shot(chrome, "2-goal-breached")
 
     # The orders rule fires (9 orders in 5 minutes); the admin acknowledges it on the page.
     put_points(db, "orders", 6, bucket=now - timedelta(minutes=1))
     row = 'tr[data-name="orders-high"]'
     wait_for(chrome, lambda d: d.find_elements(By.CSS_SELECTOR, f"{row} [data-testid=ack]"), 20)
-    chrome.find_element(By.CSS_SELECTOR, f'{row} input[name="comment"]').send_keys("looking")
+    # Once the comment has focus the page holds its refreshes; until then one may swap the
+    # row just found.
+    unswapped(
+        lambda: chrome.find_element(By.CSS_SELECTOR, f'{row} input[name="comment"]').send_keys(
+            "looking"
+        )
+    )
     chrome.find_element(By.CSS_SELECTOR, f"{row} [data-testid=ack]").click()
     wait_for(chrome, lambda d: d.find_elements(By.CSS_SELECTOR, f"{row} [data-testid=acked]"), 10)
     acked = "SELECT a.name, k.comment FROM acknowledgements k JOIN alerts a USING (fingerprint)"
