@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alerts.evaluation.rules import Query
 from services.alerts.store._json import jsonb
+from shared.config.kpis import KpiKind
 
 # Many kpi_value calls in one round trip: parallel arrays, numbered to map answers back.
 _KPI_VALUES = text(
@@ -42,7 +43,9 @@ _SPAN_MINUTES = text(
 MINUTE_WINDOW = timedelta(hours=3)
 # A span holds the windows of one KPI and group within this much time, one read each.
 MAX_SPAN = timedelta(hours=6)
-ADDITIVE_KINDS = frozenset({"count", "sum"})
+# Kinds whose value over a window is the sum of its minutes' (StrEnum members: the kind
+# strings the SQL returns match them too).
+ADDITIVE_KINDS = frozenset({KpiKind.count, KpiKind.sum})
 _KPI_SERIES = text(
     "SELECT time, value FROM kpi_series(:kpi, :t_from, :t_to, :step, CAST(:dims AS jsonb))"
     " ORDER BY time"
