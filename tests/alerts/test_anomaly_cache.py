@@ -48,18 +48,17 @@ def test_the_aligned_end_lags_by_less_than_a_step_on_a_whole_minute(
 
 
 @given(moments, lengths, keys, st.integers(min_value=1, max_value=12))
-def test_baseline_windows_keep_the_length_weekday_and_time_of_the_aligned_window(
+def test_baseline_anchors_keep_the_length_weekday_and_time_of_the_aligned_window(
     t_to: datetime, length: timedelta, key: str, weeks: int
 ) -> None:
-    past = anomaly.baseline_windows(t_to - length, t_to, weeks, ZONE, key)
+    past = anomaly.past_windows(*anomaly.baseline_anchor(t_to - length, t_to, key), weeks, ZONE)
     assert len(past) == weeks
     step = anomaly.baseline_step(length)
     end = anomaly.aligned_end(t_to, step, anomaly.phase(key, step))
     assert past == anomaly.past_windows(end - length, end, weeks, ZONE)
     assert all(b - a == length for a, b in past)
     # Period-to-date windows are not aligned: their length grows with the end.
-    exact = anomaly.baseline_windows(t_to - length, t_to, weeks, ZONE, key, align=False)
-    assert exact == anomaly.past_windows(t_to - length, t_to, weeks, ZONE)
+    assert anomaly.baseline_anchor(t_to - length, t_to, key, align=False) == (t_to - length, t_to)
 
 
 def test_consecutive_ticks_read_the_same_past_windows_and_groups_move_apart() -> None:

@@ -38,8 +38,8 @@ BASELINE_STEP = timedelta(minutes=5)
 # whose own watermark is a little ahead of the least one the evaluator reads.
 FINAL_MARGIN = timedelta(hours=1)
 _MINUTE = timedelta(minutes=1)
-V = TypeVar("V")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+V = TypeVar("V")
 
 
 class Band(NamedTuple):
@@ -149,15 +149,6 @@ def baseline_anchor(
     step = baseline_step(length)
     end = aligned_end(t_to, step, phase(key, step))
     return end - length, end
-
-
-def baseline_windows(
-    t_from: datetime, t_to: datetime, weeks: int, zone: ZoneInfo, key: str, *, align: bool = True
-) -> tuple[tuple[datetime, datetime], ...]:
-    """The past weeks' windows of the window `[t_from, t_to)`: those of its anchor,
-    1..`weeks` weeks earlier."""
-    start, end = baseline_anchor(t_from, t_to, key, align=align)
-    return past_windows(start, end, weeks, zone)
 
 
 def final_before(watermark: datetime | None, allowed_lateness: timedelta) -> datetime | None:
